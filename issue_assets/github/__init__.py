@@ -1,0 +1,1 @@
+"""GitHub REST access: the client, export loading, normalization and the replay server (no Dagster)."""
