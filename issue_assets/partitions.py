@@ -1,0 +1,13 @@
+"""Partitions: repositories (dynamic) and days of `updated_at` for the raw log."""
+
+import dagster as dg
+
+from issue_assets import config
+
+repo_partitions = dg.DynamicPartitionsDefinition(name="repos")
+
+day_partitions = dg.DailyPartitionsDefinition(start_date=config.start_date(), timezone="UTC")
+
+raw_partitions = dg.MultiPartitionsDefinition({"repo": repo_partitions, "day": day_partitions})
+
+REPO_FROM_RAW = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="repo")
