@@ -1,6 +1,6 @@
 """Schedules: the daily ingest of yesterday's partitions of every repository."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import dagster as dg
 
@@ -12,10 +12,9 @@ from issue_assets.partitions import repo_partitions
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="05:00 UTC: ingest yesterday's updates of every repository.")
 def daily_ingest_schedule(context: dg.ScheduleEvaluationContext):
-    scheduled = context.scheduled_execution_time or datetime.now(UTC)
-    day = (scheduled.astimezone(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     repos = repo_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
     if not repos:
         return dg.SkipReason("no repositories registered (set ISSUE_ASSETS_REPOS or run `issue-assets repos add`)")
+    day = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     return [dg.RunRequest(run_key=f"{repo}|{day}", partition_key=dg.MultiPartitionKey({"repo": repo, "day": day}))
             for repo in repos]
