@@ -1,0 +1,506 @@
+"""Model versions, the champion pointer and an append-only history, on any ObjectStore (folder or S3).
+
+Layout under the store root::
+
+    models/<version>/model.json        XGBoost's own JSON (feature names included)
+    models/<version>/calibration.json  calibrator + feature names + model sha256
+    models/<version>/metadata.json     as-of, windows, row counts, features, params, metrics, ...
+    models/<version>/*.png             plots
+    models/champion.json               pointer: {version, model_sha256, sequence, previous, ...}
+    models/latest_model.json           a byte copy of the champion's model.json
+    models/model_metadata.json         history: every registration, decision, promotion, rollback
+
+Concurrency, by optimistic compare-and-put only (flock-guarded compare locally, S3 conditional
+`If-Match`/`If-None-Match` writes remotely; see `issue_assets.lake.store`):
+
+* A version number is claimed by creating `models/claims/<number>` with "must not exist"; the
+  loser of a race takes the next number. All version files are written before the history records
+  the version, and nothing points at a version the history does not record.
+* The champion pointer is the commit point of a promotion. It carries a `sequence` that grows by
+  one per change, and is replaced only with `compare_and_put` against the version read (re-read
+  and retry on conflict), so two racing promotions are serialised and neither is lost.
+* The history is appended with the same read / compare-and-put / retry loop; events carry the
+  pointer sequence, so the champion chain (for rollback) is replayed in sequence order.
+* `latest_model.json` is derived: after its pointer write, a promoter copies the model of the
+  pointer's *current* version, re-reads the pointer, and repeats if the sequence moved. The last
+  copy therefore always matches the final pointer. A reader that finds a mismatch re-checks a few
+  times (a promotion may be between its two writes), then raises `RegistryError` naming the key;
+  nothing is ever silently replaced (`repair_latest()` is the explicit fix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import issue_assets
+from issue_assets.lake.store import KeyNotFound, LocalStore, ObjectStore, StoreError, open_store
+from issue_assets.modeling.training import TrainedModel
+
+PREFIX = "models"
+POINTER = f"{PREFIX}/champion.json"
+LATEST = f"{PREFIX}/latest_model.json"
+HISTORY = f"{PREFIX}/model_metadata.json"
+CLAIMS = f"{PREFIX}/claims/"
+HISTORY_FORMAT = 1
+VERSION_RE = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
+ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED = {"model.json", "metadata.json", "calibration.json"}
+_UNSET = object()
+
+
+class RegistryError(RuntimeError):
+    """The registry is inconsistent or an operation is impossible; the message names the key."""
+
+
+class PromotionConflict(RegistryError):
+    """The champion changed since the promotion decision was made; decide again."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata as strict JSON: numpy scalars unwrapped, NaN/inf -> None, timestamps as ISO strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp | datetime | date):
+        return value.isoformat()
+    if isinstance(value, pd.DataFrame):
+        return _jsonable(value.to_dict(orient="records"))
+    return value
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+def code_version() -> dict[str, Any]:
+    """issue_assets.__version__ and, when the package sits in a git checkout, the commit sha."""
+    sha = None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(issue_assets.__file__).parent, capture_output=True,
+            text=True, timeout=5, check=False,
+        )
+        if out.returncode == 0:
+            sha = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {"issue_assets": issue_assets.__version__, "git_sha": sha}
+
+
+def version_number(version: str) -> int:
+    match = VERSION_RE.match(version)
+    if not match:
+        raise RegistryError(f"{version!r} is not a registry version (vNNNN-YYYYMMDDTHHMMSSZ)")
+    return int(match.group(1))
+
+
+class ModelRegistry:
+    """Versions, champion and history on one ObjectStore. Safe for concurrent writers."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        now: Callable[[], datetime] | None = None,
+        max_retries: int = 50,
+        consistency_checks: int = 3,
+        retry_delay: float = 0.05,
+    ):
+        self.store = store
+        self._now = now or (lambda: datetime.now(UTC))
+        self.max_retries = max_retries
+        self.consistency_checks = consistency_checks
+        self.retry_delay = retry_delay
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({self.store!r})"
+
+    # ---- low-level reads -------------------------------------------------------------------
+    def _read_json(self, key: str) -> Any:
+        try:
+            data = self.store.get_bytes(key)
+        except KeyNotFound:
+            raise
+        except StoreError as exc:
+            raise RegistryError(f"cannot read {key} from {self.store.uri}: {exc}") from None
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryError(f"{key} in {self.store.uri} is not valid JSON (corrupt)") from None
+
+    def _read_versioned(self, key: str) -> tuple[str | None, Any]:
+        """(store version token, parsed JSON) with the token read first: a CAS on it fails if the
+        object changed after the token was taken, so the pair is safe for read-modify-write."""
+        token = self.store.version(key)
+        if token is None:
+            return None, None
+        try:
+            return token, self._read_json(key)
+        except KeyNotFound:
+            return None, None
+
+    def _backoff(self, attempt: int) -> None:
+        time.sleep(self.retry_delay * random.uniform(0.2, 1.0) * min(attempt + 1, 8))
+
+    def _stamp(self) -> str:
+        return self._now().astimezone(UTC).isoformat()
+
+    # ---- history ---------------------------------------------------------------------------
+    def _history_doc(self) -> tuple[str | None, dict[str, Any]]:
+        token, doc = self._read_versioned(HISTORY)
+        if doc is None:
+            return None, {"format": HISTORY_FORMAT, "events": []}
+        if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+            raise RegistryError(f"{HISTORY} in {self.store.uri} has no events list (corrupt)")
+        return token, doc
+
+    def _append(self, event: dict[str, Any]) -> dict[str, Any]:
+        event = {"at": self._stamp(), **event}
+        for attempt in range(self.max_retries):
+            token, doc = self._history_doc()
+            doc["events"].append(event)
+            if self.store.compare_and_put(HISTORY, _dumps(doc), token):
+                return event
+            self._backoff(attempt)
+        raise RegistryError(f"could not append to {HISTORY} after {self.max_retries} conflicting writes")
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every event, oldest first: registered, decision, promoted, rolled_back."""
+        return self._history_doc()[1]["events"]
+
+    def list_versions(self) -> list[str]:
+        """Registered versions, oldest first (only versions whose files were all written)."""
+        versions = {e["version"] for e in self.history() if e.get("event") == "registered"}
+        return sorted(versions, key=version_number)
+
+    # ---- register --------------------------------------------------------------------------
+    def _next_number(self) -> int:
+        numbers = [0]
+        for key in self.store.list(CLAIMS):
+            name = key.rsplit("/", 1)[-1]
+            if name.isdigit():
+                numbers.append(int(name))
+        return max(numbers) + 1
+
+    def register(
+        self, model: TrainedModel, metadata: Mapping[str, Any], artifacts: Mapping[str, bytes] | None = None
+    ) -> str:
+        """Store a model version (model, calibration, artifacts, metadata) and record it in the history."""
+        saved = model.save()
+        artifacts = dict(artifacts or {})
+        for name in artifacts:
+            if not ARTIFACT_RE.match(name) or name in RESERVED:
+                raise RegistryError(f"artifact name {name!r} is not allowed")
+        created = self._now().astimezone(UTC)
+        number = self._next_number()
+        for _ in range(self.max_retries):
+            version = f"v{number:04d}-{created.strftime('%Y%m%dT%H%M%SZ')}"
+            if self.store.compare_and_put(f"{CLAIMS}{number:06d}", version.encode(), None):
+                break
+            number = max(number + 1, self._next_number())
+        else:
+            raise RegistryError(f"could not claim a version number in {CLAIMS} after {self.max_retries} tries")
+        base = f"{PREFIX}/{version}"
+        self.store.put_bytes(f"{base}/model.json", saved.model_json)
+        self.store.put_bytes(f"{base}/calibration.json", saved.calibration_json)
+        for name, data in sorted(artifacts.items()):
+            self.store.put_bytes(f"{base}/{name}", data)
+        meta = {
+            **dict(metadata),
+            "version": version,
+            "created_at": created.isoformat(),
+            "code_version": code_version(),
+            "model_sha256": sha256(saved.model_json),
+            "calibration_sha256": sha256(saved.calibration_json),
+            "feature_names": model.feature_names,
+            "files": ["model.json", "calibration.json", "metadata.json", *sorted(artifacts)],
+        }
+        self.store.put_bytes(f"{base}/metadata.json", _dumps(meta))
+        self._append({
+            "event": "registered",
+            "version": version,
+            "model_sha256": meta["model_sha256"],
+            "as_of": meta.get("as_of"),
+            "metrics": meta.get("metrics"),
+        })
+        return version
+
+    # ---- reading versions ------------------------------------------------------------------
+    def _require_registered(self, version: str) -> None:
+        if version not in self.list_versions():
+            raise RegistryError(f"{PREFIX}/{version} is not a registered version in {self.store.uri}")
+
+    def get_metadata(self, version: str) -> dict[str, Any]:
+        key = f"{PREFIX}/{version}/metadata.json"
+        try:
+            meta = self._read_json(key)
+        except KeyNotFound:
+            raise RegistryError(f"{key} is missing from {self.store.uri}") from None
+        if not isinstance(meta, dict) or meta.get("version") != version:
+            raise RegistryError(f"{key} in {self.store.uri} does not describe {version} (corrupt)")
+        return meta
+
+    def _model_bytes(self, version: str, expected_sha: str | None) -> bytes:
+        key = f"{PREFIX}/{version}/model.json"
+        try:
+            data = self.store.get_bytes(key)
+        except KeyNotFound:
+            raise RegistryError(f"{key} is missing from {self.store.uri}") from None
+        if expected_sha and sha256(data) != expected_sha:
+            raise RegistryError(f"{key} in {self.store.uri} does not match its recorded sha256 (corrupt)")
+        return data
+
+    def load_model(self, version: str) -> TrainedModel:
+        """The version's TrainedModel (model.json verified against the recorded sha256)."""
+        meta = self.get_metadata(version)
+        model_json = self._model_bytes(version, meta.get("model_sha256"))
+        cal_key = f"{PREFIX}/{version}/calibration.json"
+        try:
+            calibration = self.store.get_bytes(cal_key)
+        except KeyNotFound:
+            raise RegistryError(f"{cal_key} is missing from {self.store.uri}") from None
+        try:
+            return TrainedModel.load(model_json, calibration, version=version)
+        except Exception as exc:  # xgboost raises its own error types for a bad model
+            raise RegistryError(f"{PREFIX}/{version} cannot be loaded from {self.store.uri}: {exc}") from None
+
+    # ---- champion --------------------------------------------------------------------------
+    def _pointer(self) -> tuple[str | None, dict[str, Any] | None]:
+        token, pointer = self._read_versioned(POINTER)
+        if pointer is None:
+            return None, None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str) \
+                or not isinstance(pointer.get("sequence"), int) or not pointer.get("model_sha256"):
+            raise RegistryError(f"{POINTER} in {self.store.uri} lacks version/sequence/model_sha256 (corrupt)")
+        return token, pointer
+
+    def champion_pointer(self) -> dict[str, Any] | None:
+        return self._pointer()[1]
+
+    def champion(self) -> str | None:
+        """The champion version after verifying pointer, its model.json and latest_model.json agree.
+
+        None when nothing was ever promoted; RegistryError (naming the key) for a missing pointer
+        while the history records promotions, a pointer to a missing/corrupt model, or a
+        latest_model.json that differs from the champion's model.json.
+        """
+        for check in range(self.consistency_checks):
+            _, pointer = self._pointer()
+            if pointer is None:
+                promoted = [e for e in self.history() if e.get("event") in ("promoted", "rolled_back")]
+                if promoted:
+                    raise RegistryError(
+                        f"{POINTER} is missing from {self.store.uri} but the history records champion "
+                        f"{promoted[-1]['version']}"
+                    )
+                return None
+            version = pointer["version"]
+            model = self._model_bytes(version, pointer["model_sha256"])
+            try:
+                latest = self.store.get_bytes(LATEST)
+            except KeyNotFound:
+                latest = None
+            if latest == model:
+                return version
+            _, again = self._pointer()
+            if again and again["sequence"] != pointer["sequence"]:
+                continue  # a promotion landed between the reads; look again
+            if check < self.consistency_checks - 1:
+                self._backoff(check)
+        state = "is missing" if latest is None else "differs from the champion's model.json"
+        raise RegistryError(
+            f"{LATEST} in {self.store.uri} {state} (champion {version}, {PREFIX}/{version}/model.json); "
+            "run repair_latest() after checking the champion"
+        )
+
+    def load_champion(self) -> TrainedModel | None:
+        version = self.champion()
+        return None if version is None else self.load_model(version)
+
+    # ---- promotion -------------------------------------------------------------------------
+    def _check_model(self, version: str) -> str:
+        meta = self.get_metadata(version)
+        model_sha = meta.get("model_sha256")
+        data = self._model_bytes(version, model_sha)
+        try:
+            TrainedModel.load(data, None)
+        except Exception as exc:
+            raise RegistryError(f"{PREFIX}/{version}/model.json is not a loadable XGBoost model: {exc}") from None
+        return sha256(data)
+
+    def _write_pointer(self, build: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Read-modify-CAS loop on the pointer; `build(current)` returns the new pointer or None (no change)."""
+        for attempt in range(self.max_retries):
+            token, current = self._pointer()
+            new = build(current)
+            if new is None:
+                return None
+            new = {**new, "sequence": (current["sequence"] if current else 0) + 1, "at": self._stamp()}
+            if self.store.compare_and_put(POINTER, _dumps(new), token):
+                return new
+            self._backoff(attempt)
+        raise RegistryError(f"could not update {POINTER} after {self.max_retries} conflicting writes")
+
+    def _sync_latest(self) -> None:
+        """Copy the current champion's model.json to latest_model.json until the pointer is stable."""
+        for attempt in range(self.max_retries):
+            _, pointer = self._pointer()
+            if pointer is None:
+                return
+            model = self._model_bytes(pointer["version"], pointer["model_sha256"])
+            try:
+                current = self.store.get_bytes(LATEST)
+            except KeyNotFound:
+                current = None
+            if current != model:
+                self.store.put_bytes(LATEST, model)
+            _, again = self._pointer()
+            if again is not None and again["sequence"] == pointer["sequence"]:
+                return
+            self._backoff(attempt)
+        raise RegistryError(f"{POINTER} kept moving; {LATEST} may lag")
+
+    def record_decision(self, version: str, decision: Mapping[str, Any]) -> dict[str, Any]:
+        """Append a (typically rejecting) promotion decision to the history."""
+        self._require_registered(version)
+        return self._append({"event": "decision", "version": version, "decision": dict(decision)})
+
+    def promote(
+        self, version: str, decision: Mapping[str, Any] | None = None, *, expected_champion: Any = _UNSET
+    ) -> dict[str, Any]:
+        """Make `version` the champion; returns the new pointer.
+
+        `expected_champion` (or decision["champion_version"]) is the champion the decision compared
+        against; if the champion has changed since, PromotionConflict is raised so the caller decides
+        again. Promoting the current champion records the decision and changes nothing else.
+        """
+        self._require_registered(version)
+        model_sha = self._check_model(version)
+        decision = dict(decision or {})
+        if expected_champion is _UNSET and "champion_version" in decision:
+            expected_champion = decision["champion_version"]
+        seen: dict[str, Any] = {}
+
+        def build(current):
+            current_version = current["version"] if current else None
+            if expected_champion is not _UNSET and current_version != expected_champion:
+                raise PromotionConflict(
+                    f"{POINTER}: champion is {current_version}, the decision for {version} was made "
+                    f"against {expected_champion}"
+                )
+            seen["previous"] = current_version
+            if current_version == version:
+                return None
+            return {"version": version, "model_sha256": model_sha, "previous": current_version, "kind": "promotion"}
+
+        pointer = self._write_pointer(build)
+        if pointer is None:
+            self._append({"event": "decision", "version": version, "decision": decision, "note": "already champion"})
+            self._sync_latest()
+            return self._pointer()[1]
+        self._append({
+            "event": "promoted", "version": version, "previous": seen["previous"],
+            "sequence": pointer["sequence"], "decision": decision,
+        })
+        self._sync_latest()
+        return pointer
+
+    def _champion_stack(self, upto_sequence: int) -> list[str]:
+        events = sorted(
+            (e for e in self.history() if e.get("event") in ("promoted", "rolled_back")),
+            key=lambda e: e["sequence"],
+        )
+        sequences = [e["sequence"] for e in events]
+        if sequences != list(range(1, len(sequences) + 1)) or (sequences[-1] if sequences else 0) < upto_sequence:
+            raise _HistoryLag(f"{HISTORY} lacks champion events up to sequence {upto_sequence}")
+        stack: list[str] = []
+        for e in events[:upto_sequence]:
+            if e["event"] == "promoted":
+                stack.append(e["version"])
+            else:
+                stack.pop()
+        return stack
+
+    def rollback(self, reason: str = "") -> dict[str, Any]:
+        """Make the previous champion (per history, undoing promotions in order) the champion again."""
+        for attempt in range(self.max_retries):
+            token, current = self._pointer()
+            if current is None:
+                raise RegistryError(f"{POINTER} does not exist: there is no champion to roll back")
+            try:
+                stack = self._champion_stack(current["sequence"])
+            except _HistoryLag as lag:
+                if attempt >= self.consistency_checks:
+                    raise RegistryError(f"{lag}; the pointer is at {current['version']}") from None
+                self._backoff(attempt)  # a promotion may be between its pointer and history writes
+                continue
+            if not stack or stack[-1] != current["version"]:
+                raise RegistryError(
+                    f"{HISTORY} replays to champion {stack[-1] if stack else None} but {POINTER} names "
+                    f"{current['version']}"
+                )
+            if len(stack) < 2:
+                raise RegistryError(f"{HISTORY} records no champion before {current['version']} to roll back to")
+            target = stack[-2]
+            model_sha = self._check_model(target)
+            new = {
+                "version": target, "model_sha256": model_sha, "previous": current["version"], "kind": "rollback",
+                "sequence": current["sequence"] + 1, "at": self._stamp(),
+            }
+            if self.store.compare_and_put(POINTER, _dumps(new), token):
+                self._append({
+                    "event": "rolled_back", "version": target, "from": current["version"],
+                    "sequence": new["sequence"], "reason": reason,
+                })
+                self._sync_latest()
+                return new
+            self._backoff(attempt)
+        raise RegistryError(f"could not roll back {POINTER} after {self.max_retries} attempts")
+
+    def repair_latest(self) -> str:
+        """Explicitly rewrite latest_model.json from the verified champion; returns the version."""
+        _, pointer = self._pointer()
+        if pointer is None:
+            raise RegistryError(f"{POINTER} does not exist; nothing to repair from")
+        self._check_model(pointer["version"])
+        self._sync_latest()
+        return pointer["version"]
+
+
+class _HistoryLag(RegistryError):
+    pass
+
+
+def default_registry(env: Mapping[str, str] | None = None, s3_client=None) -> ModelRegistry:
+    """MODEL_STORE (e.g. s3://bucket/prefix) if set, else LocalStore(ISSUE_ASSETS_HOME/registry)."""
+    env = os.environ if env is None else env
+    uri = env.get("MODEL_STORE")
+    if uri:
+        return ModelRegistry(open_store(uri, s3_client=s3_client))
+    home = Path(env.get("ISSUE_ASSETS_HOME", "data"))
+    return ModelRegistry(LocalStore(home / "registry"))
