@@ -25,7 +25,7 @@ def main(verbose: bool) -> None:
     """Learn which new GitHub issues will be closed within 7 days; keep the model honest and current."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("urllib3", "botocore", "boto3"):
+    for noisy in ("urllib3", "botocore", "boto3", "alembic", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -203,11 +203,130 @@ def repos_list() -> None:
 @click.option("--issues", "n_issues", default=3000, show_default=True, help="Size of the simulated repository.")
 @click.option("--shared-data", default=None, type=click.Path(file_okay=False),
               help="Use the real exports in this folder instead of simulating (e.g. ../shared/data).")
-def demo(n_issues, shared_data) -> None:
-    """Offline demo: simulate a repository, serve it on loopback, run the pipeline through Dagster."""
+@click.option("--trials", default=15, show_default=True, help="Optuna trials of the tuning study.")
+def demo(n_issues, shared_data, trials) -> None:
+    """Offline demo: simulate a repository, serve it on loopback, run the whole pipeline through Dagster."""
     from issue_assets.demo import run_demo
+    from issue_assets.pipeline import PipelineError
 
-    run_demo(n_issues=n_issues, shared_data=shared_data, echo=click.echo)
+    try:
+        run_demo(n_issues=n_issues, shared_data=shared_data, trials=trials, echo=click.echo)
+    except PipelineError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--repo", "repos", multiple=True, help="OWNER/NAME; repeatable (default ISSUE_ASSETS_REPOS).")
+@click.option("--trials", default=20, show_default=True, help="Optuna trials of the as-of study.")
+@click.option("--api-url", default=None, help="GitHub API base URL (default GITHUB_API_URL or api.github.com).")
+@click.option("--as-of", default=None, help="As-of day of the training set (default today, UTC).")
+def run(repos, trials, api_url, as_of) -> None:
+    """Materialize everything for these repositories in-process: ingest, features, training set as of
+    today, tuning, candidate, promotion decision; print a summary."""
+    from issue_assets.ingest.layout import check_repo
+    from issue_assets.pipeline import PipelineError, format_summary, run_pipeline
+
+    repos = list(repos) or config.repos()
+    if not repos:
+        _fail("name at least one --repo OWNER/NAME (or set ISSUE_ASSETS_REPOS)")
+    try:
+        for repo in repos:
+            check_repo(repo)
+        summary = run_pipeline(repos, api_url=api_url, trials=trials, as_of=as_of, echo=click.echo)
+    except (ValueError, PipelineError) as exc:
+        _fail(str(exc))
+    for line in format_summary(summary):
+        click.echo(line)
+
+
+@main.group()
+def model() -> None:
+    """The model registry (MODEL_STORE, default ISSUE_ASSETS_HOME/registry)."""
+
+
+def _registry():
+    from issue_assets.resources import ModelStoreResource
+
+    return ModelStoreResource().registry()
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every registered version with its test AUC; * marks the champion."""
+    from issue_assets.registry import RegistryError
+
+    registry = _registry()
+    try:
+        champion = registry.champion()
+    except RegistryError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        champion = None
+    versions = registry.list_versions()
+    if not versions:
+        click.echo("no model versions registered yet")
+        return
+    for version in versions:
+        meta = registry.get_metadata(version)
+        auc = (meta.get("metrics") or {}).get("roc_auc")
+        shown = f"{auc:.4f}" if isinstance(auc, float) else "n/a"
+        click.echo(f"{'*' if version == champion else ' '} {version}  as of {meta.get('as_of')}  test AUC {shown}")
+
+
+@model.command("show")
+@click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the version's metadata as JSON.")
+def model_show(version, as_json) -> None:
+    """A version's metadata (the champion by default)."""
+    import json
+
+    from issue_assets.registry import RegistryError
+
+    registry = _registry()
+    try:
+        version = version or registry.champion()
+        if version is None:
+            _fail("no champion yet: nothing has been promoted")
+        meta = registry.get_metadata(version)
+    except RegistryError as exc:
+        _fail(str(exc))
+    meta = dict(meta)
+    meta.setdefault("metrics", {}).setdefault("test_auc", meta["metrics"].get("roc_auc"))
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, default=str))
+        return
+    m = meta["metrics"]
+    click.echo(f"version {meta['version']} (as of {meta.get('as_of')})")
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "base_rate"):
+        click.echo(f"  {key}: {m.get(key)}")
+    for name, ref in (meta.get("reference_metrics") or {}).items():
+        click.echo(f"  reference {name}: roc_auc {ref.get('roc_auc')}")
+
+
+@model.command("promote")
+@click.argument("version")
+@click.option("--reason", default="operator promotion", show_default=True)
+def model_promote(version, reason) -> None:
+    """Make VERSION the champion (an operator override; recorded in the history)."""
+    from issue_assets.registry import RegistryError
+
+    try:
+        pointer = _registry().promote(version, {"promote": True, "reason": reason, "operator": True})
+    except RegistryError as exc:
+        _fail(str(exc))
+    click.echo(f"champion is now {pointer.get('version', version)}")
+
+
+@model.command("rollback")
+@click.option("--reason", default="operator rollback", show_default=True)
+def model_rollback(reason) -> None:
+    """Make the previous champion the champion again."""
+    from issue_assets.registry import RegistryError
+
+    try:
+        pointer = _registry().rollback(reason)
+    except RegistryError as exc:
+        _fail(str(exc))
+    click.echo(f"champion is now {pointer.get('version')}")
 
 
 if __name__ == "__main__":

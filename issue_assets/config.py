@@ -32,3 +32,28 @@ def repos() -> list[str]:
 def start_date() -> str:
     """ISSUE_ASSETS_START_DATE: the first daily partition; it also holds all history before it."""
     return os.environ.get("ISSUE_ASSETS_START_DATE") or DEFAULT_START_DATE
+
+
+def model_store_uri() -> str:
+    """MODEL_STORE (s3://bucket/prefix) or the registry folder under ISSUE_ASSETS_HOME."""
+    return os.environ.get("MODEL_STORE") or str(home() / "registry")
+
+
+def optuna_storage() -> str:
+    """OPTUNA_STORAGE (any SQLAlchemy URL, e.g. PostgreSQL) or SQLite under ISSUE_ASSETS_HOME."""
+    return os.environ.get("OPTUNA_STORAGE") or f"sqlite:///{home() / 'optuna.db'}"
+
+
+def alert_auc_threshold() -> float:
+    """ALERT_AUC_THRESHOLD: the blocking test-AUC floor of a candidate model (default 0.6)."""
+    return float(os.environ.get("ALERT_AUC_THRESHOLD") or 0.6)
+
+
+def retrain_threshold() -> int:
+    """RETRAIN_THRESHOLD: newly labelled issues since the champion's cutoff that trigger training (200)."""
+    return int(os.environ.get("RETRAIN_THRESHOLD") or 200)
+
+
+def retrain_poll_github() -> bool:
+    """RETRAIN_POLL_GITHUB: also count what GitHub has that is not ingested yet (conditional polls; default on)."""
+    return (os.environ.get("RETRAIN_POLL_GITHUB") or "1").lower() not in ("0", "false", "no")

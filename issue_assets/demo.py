@@ -31,13 +31,13 @@ def _exports(shared_data: str | None, n_issues: int, echo) -> tuple[list[Path], 
     return [ipath], [cpath]
 
 
-def run_demo(n_issues: int = 3000, shared_data: str | None = None, echo: Callable[[str], None] = print) -> dict:
+def run_demo(n_issues: int = 3000, shared_data: str | None = None, trials: int = 15,
+             echo: Callable[[str], None] = print) -> dict:
     import dagster as dg
 
-    from issue_assets.assets import ingestion
     from issue_assets.cli import ingest_repos
     from issue_assets.github.replay import ReplayServer
-    from issue_assets.resources import GitHubResource, LakeResource
+    from issue_assets.pipeline import format_summary, run_pipeline
 
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
@@ -47,44 +47,26 @@ def run_demo(n_issues: int = 3000, shared_data: str | None = None, echo: Callabl
     began = time.perf_counter()
     with ReplayServer.from_files(issue_files, comment_files) as server:
         echo(f"replay server on {server.url} serving {', '.join(server.repos)}")
-        resources = {"lake": LakeResource(), "github": GitHubResource(api_url=server.url)}
-        yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
-        summary = {}
         with dg.DagsterInstance.get() as instance:
-            known = set(instance.get_dynamic_partitions("repos"))
-            instance.add_dynamic_partitions("repos", [r for r in server.repos if r not in known])
-            for repo in server.repos:
-                echo(f"{repo}: backfilling the whole history in one run (raw_issues, raw_comments)")
-                result = dg.materialize(
-                    [ingestion.raw_issues, ingestion.raw_comments], instance=instance, resources=resources,
-                    tags={"dagster/asset_partition_range_start": f"{config.start_date()}|{repo}",
-                          "dagster/asset_partition_range_end": f"{yesterday}|{repo}"},
-                )
-                if not result.success:
-                    raise SystemExit(f"ingestion of {repo} failed; see the run in the Dagster UI")
-                echo(f"{repo}: merging the current state (issues, issue_comments)")
-                current = dg.materialize([ingestion.issues, ingestion.issue_comments], instance=instance,
-                                         resources=resources, partition_key=repo)
-                if not current.success:
-                    raise SystemExit(f"current state of {repo} failed")
-                meta = current.asset_materializations_for_node("issues")[0].metadata
-                summary[repo] = {"issues": meta["rows"].value, "open": meta.get("open").value if "open" in meta else 0,
-                                 "pull_requests": meta["pull_requests"].value if "pull_requests" in meta else 0}
-            stats_full = server.stats()
-            server.reset_stats()
-            poll = ingest_repos(list(server.repos), api_url=server.url)
-            stats_poll = server.stats()
+            summary = run_pipeline(list(server.repos), api_url=server.url, trials=trials, instance=instance,
+                                   echo=echo)
+        catch_up = ingest_repos(list(server.repos), api_url=server.url)
+        server.reset_stats()
+        poll = ingest_repos(list(server.repos), api_url=server.url)
+        stats_poll = server.stats()
     seconds = time.perf_counter() - began
     echo("")
-    echo("== issue_assets demo summary ==")
-    for repo, s in summary.items():
-        echo(f"{repo}: {s['issues']} items in the current state ({s['pull_requests']} pull requests, {s['open']} open)")
-    echo(f"full history backfill: {stats_full['requests']} requests to the replay server "
-         f"({stats_full['by_endpoint']})")
+    for line in format_summary(summary):
+        echo(line)
+    first = sum(p["issues"]["requests"] + p["comments"]["requests"] for p in catch_up)
+    echo(f"incremental sync from the stored cursor: {first} page requests")
     calls = sum(p["issues"]["requests"] + p["comments"]["requests"] for p in poll)
     not_mod = sum(p["issues"]["not_modified"] + p["comments"]["not_modified"] for p in poll)
     echo(f"incremental poll with nothing new: {calls} requests, {not_mod} answered 304 "
          f"(server saw {stats_poll['by_status']})")
-    echo(f"done in {seconds:.1f}s; lake at {config.lake_uri()}")
-    echo(f"see it in the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev  (then http://127.0.0.1:3000)")
-    return {"summary": summary, "full": stats_full, "poll": stats_poll, "seconds": seconds}
+    echo(f"done in {seconds:.1f}s; lake at {config.lake_uri()}, models at {config.model_store_uri()}")
+    echo(f"see it in the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml "
+         "(or `make dev`), then http://127.0.0.1:3000")
+    summary["poll"] = stats_poll
+    summary["seconds"] = seconds
+    return summary

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from issue_assets import config
 from issue_assets.github.client import GitHubClient
 from issue_assets.github.conditional_cache import ConditionalCache
 from issue_assets.lake.store import ObjectStore, open_store
+from issue_assets.registry import ModelRegistry
 
 
 class LakeResource(dg.ConfigurableResource):
     """Where tables live: a local folder (default ISSUE_ASSETS_HOME/lake) or `s3://bucket/prefix`."""
 
     uri: str = Field(default_factory=config.lake_uri, description="Folder or s3://bucket/prefix")
-    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (moto, MinIO)")
+    s3: S3Resource = Field(default_factory=lambda: _s3_resource())
 
     def store(self) -> ObjectStore:
         if self.uri.startswith("s3://"):
-            import boto3
-
-            return open_store(self.uri, boto3.client("s3", endpoint_url=self.s3_endpoint_url or None))
+            return open_store(self.uri, self.s3.get_client())
         return open_store(self.uri)
 
 
@@ -38,3 +39,25 @@ class GitHubResource(dg.ConfigurableResource):
     def client(self) -> GitHubClient:
         Path(self.cache_path).parent.mkdir(parents=True, exist_ok=True)
         return GitHubClient(self.api_url, self.token or None, cache=ConditionalCache(self.cache_path))
+
+
+def _s3_resource() -> S3Resource:
+    """Credentials from the default AWS chain, or AWS_* through EnvVar (never written into run config)."""
+    kwargs = {"endpoint_url": os.environ.get("AWS_ENDPOINT_URL") or None,
+              "region_name": os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None}
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        kwargs["aws_access_key_id"] = dg.EnvVar("AWS_ACCESS_KEY_ID")
+        kwargs["aws_secret_access_key"] = dg.EnvVar("AWS_SECRET_ACCESS_KEY")
+    return S3Resource(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+class ModelStoreResource(dg.ConfigurableResource):
+    """The model registry: ISSUE_ASSETS_HOME/registry by default, `s3://bucket/prefix` through S3Resource."""
+
+    uri: str = Field(default_factory=config.model_store_uri, description="Folder or s3://bucket/prefix")
+    s3: S3Resource = Field(default_factory=_s3_resource)
+
+    def registry(self) -> ModelRegistry:
+        if self.uri.startswith("s3://"):
+            return ModelRegistry(open_store(self.uri, self.s3.get_client()))
+        return ModelRegistry(open_store(self.uri))

@@ -1,12 +1,21 @@
-"""Sensors: repositories named in ISSUE_ASSETS_REPOS become partitions and get their history backfilled."""
+"""Sensors: repositories become partitions, enough new evidence starts training, failures raise alerts."""
 
+import json
+import logging
+import os
 from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 
 from issue_assets import config
-from issue_assets.jobs import ingest_job
+from issue_assets.alerts import failure_payload, post_alert
+from issue_assets.jobs import ingest_job, training_job
 from issue_assets.partitions import repo_partitions
+from issue_assets.resources import GitHubResource, LakeResource, ModelStoreResource
+from issue_assets.retraining import count_new_labels
+
+log = logging.getLogger("issue_assets.sensors")
 
 
 def history_backfill_request(repo: str, today: str | None = None) -> dg.RunRequest:
@@ -34,3 +43,55 @@ def repositories_sensor(context: dg.SensorEvaluationContext):
         run_requests=[history_backfill_request(r) for r in new],
         dynamic_partitions_requests=[repo_partitions.build_add_request(new)],
     )
+
+
+@dg.sensor(job=training_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Requests the training chain for today's as-of partition once enough issues got their "
+                       "label since the champion's cutoff (RETRAIN_THRESHOLD, default 200).")
+def new_labelled_issues_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
+                               model_store: ModelStoreResource, github: GitHubResource):
+    threshold = config.retrain_threshold()
+    now = pd.Timestamp.now(tz="UTC")
+    repos = repo_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
+    if not repos:
+        return dg.SkipReason("no repositories registered yet")
+    try:
+        registry = model_store.registry()
+        champion = registry.champion()
+        cutoff = registry.get_metadata(champion).get("cutoff") if champion else None
+        since = pd.Timestamp(cutoff) if cutoff else None
+        client = github.client() if config.retrain_poll_github() else None
+        try:
+            count = count_new_labels(lake.store(), repos, since, now, client=client)
+        finally:
+            if client is not None:
+                client.close()
+    except Exception as exc:  # the store or GitHub being down must skip the tick, not crash the daemon
+        return dg.SkipReason(f"could not count new labels: {type(exc).__name__}: {exc}")
+    where = f"since the champion's cutoff {since.isoformat()}" if since is not None else "with no champion yet"
+    if count.total < threshold:
+        return dg.SkipReason(f"{count.total} of {threshold} newly labelled issues {where} "
+                             f"(stored {sum(count.by_repo.values())}, not ingested yet "
+                             f"{sum(count.pending_by_repo.values())})")
+    as_of = now.strftime("%Y-%m-%d")
+    run_key = f"retrain:{as_of}:{champion or 'first'}"
+    previous = json.loads(context.cursor) if context.cursor else {}
+    if previous.get("run_key") == run_key:
+        return dg.SkipReason(f"training for {as_of} already requested ({run_key})")
+    cursor = json.dumps({"run_key": run_key, "count": count.total, "champion": champion, "at": now.isoformat()})
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=run_key, partition_key=as_of,
+                                    tags={"issue_assets/new_labels": str(count.total)})],
+        cursor=cursor,
+    )
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Logs an [ALERT] line for every failed run and posts it to ALERT_WEBHOOK_URL.")
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    message = context.failure_event.message or "run failed"
+    payload = failure_payload(run.job_name, run.run_id, message, partition=run.tags.get("dagster/partition"))
+    log.error(payload["text"])
+    context.log.error(payload["text"])
+    post_alert(os.environ.get("ALERT_WEBHOOK_URL"), payload, timeout=5.0)

@@ -50,7 +50,7 @@ def test_definitions_load_with_jobs_schedule_and_sensor():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {"raw_issues", "raw_comments", "issues", "issue_comments"} <= keys
     assert defs.resolve_job_def("ingest_job").partitions_def is not None
-    assert defs.resolve_job_def("current_state_job")
+    assert defs.resolve_job_def("repository_refresh_job") and defs.resolve_job_def("training_job")
     assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 5 * * *"
     assert defs.resolve_sensor_def("repositories_sensor")
 

@@ -1,5 +1,7 @@
 """Ingestion assets: the raw log of item versions and the current state of each repository."""
 
+from datetime import timedelta
+
 import dagster as dg
 import pandas as pd
 
@@ -104,6 +106,7 @@ def _current(context: dg.AssetExecutionContext, lake: LakeResource, kind: str, p
     deps=[dg.AssetDep("raw_issues", partition_mapping=REPO_FROM_RAW)],
     group_name="ingestion", kinds={"parquet"},
     automation_condition=dg.AutomationCondition.eager(),
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
     description="Current state of each issue (latest version per id) for one repository, merged incrementally.",
 )
 def issues(context: dg.AssetExecutionContext, lake: LakeResource):

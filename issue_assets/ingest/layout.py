@@ -41,3 +41,30 @@ def merge_state_key(kind: str, repo: str) -> str:
 
 def sync_state_key(repo: str) -> str:
     return f"state/{repo_slug(repo)}/sync.json"
+
+
+def features_key(repo: str) -> str:
+    return f"features/{repo_slug(repo)}.parquet"
+
+
+def features_inputs_key(repo: str, kind: str) -> str:
+    return f"features/{repo_slug(repo)}.inputs.{kind}.parquet"
+
+
+def training_set_key(as_of: str) -> str:
+    return f"training/{as_of}.parquet"
+
+
+def training_info_key(as_of: str) -> str:
+    return f"training/{as_of}.json"
+
+
+def tuning_key(as_of: str) -> str:
+    return f"tuning/{as_of}.json"
+
+
+def candidate_key(as_of: str) -> str:
+    return f"candidates/{as_of}.json"
+
+
+LATEST_CANDIDATE_KEY = "candidates/latest.json"

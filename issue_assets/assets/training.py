@@ -1,0 +1,104 @@
+"""Feature and training-set assets: point-in-time features per repository, training sets per as-of day."""
+
+import dagster as dg
+import pandas as pd
+
+from issue_assets.features import training as ts
+from issue_assets.features.registry import FEATURE_NAMES, feature_registry_version
+from issue_assets.features.table import load_features, refresh_features
+from issue_assets.ingest import layout
+from issue_assets.lake.documents import read_json, write_json
+from issue_assets.lake.store import KeyNotFound, write_parquet
+from issue_assets.partitions import as_of_partitions, repo_partitions
+from issue_assets.resources import LakeResource
+
+
+@dg.asset(
+    partitions_def=repo_partitions,
+    deps=["issues", "issue_comments"],
+    group_name="features", kinds={"pandas", "parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Point-in-time features, label and label_known_at of every issue of one repository; "
+                "only rows a change can affect are recomputed.",
+)
+def issue_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    refresh = refresh_features(lake.store(), context.partition_key)
+    context.log.info(f"{refresh.repo}: {refresh.mode} refresh, {refresh.recomputed} of {refresh.rows} rows computed")
+    return dg.MaterializeResult(metadata={
+        "rows": refresh.rows, "recomputed_rows": refresh.recomputed, "mode": refresh.mode,
+        "changed_since": refresh.changed_since or "", "labels_known": refresh.labels_known,
+        "label_rate": refresh.label_rate if refresh.label_rate is not None else float("nan"),
+        "seconds": round(refresh.seconds, 3), "features": len(FEATURE_NAMES),
+        "feature_registry_version": feature_registry_version(),
+    })
+
+
+CHECKS = {
+    "schema": "Columns and types as the feature registry says",
+    "unique_ids": "No issue id twice within a repository",
+    "null_rates": "Share of missing values of each feature within its bound",
+    "label_rate": "Label rate within a plausible band and close to the previous as-of day's",
+    "labels_known_at_cutoff": "No row whose label is not yet known at the cutoff",
+    "features_available_at_prediction_time": "No feature whose availability is after its prediction time",
+}
+
+
+def _previous_info(store, as_of: str) -> dict | None:
+    earlier = sorted(k for k in store.list("training/") if k.endswith(".json") and k < layout.training_info_key(as_of))
+    return read_json(store, earlier[-1]) if earlier else None
+
+
+def cutoff_of(as_of: str) -> pd.Timestamp:
+    """The cutoff of an as-of day: the end of that day, or now if the day is today."""
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    return min(end, pd.Timestamp.now(tz="UTC"))
+
+
+@dg.asset(
+    partitions_def=as_of_partitions,
+    deps=[dg.AssetDep("issue_features", partition_mapping=dg.AllPartitionMapping())],
+    group_name="training", kinds={"pandas", "parquet"},
+    check_specs=[dg.AssetCheckSpec(name, asset="training_set", description=desc,
+                                   blocking=name != "label_rate") for name, desc in CHECKS.items()],
+    description="Rows of all repositories whose label is known at the as-of cutoff, split train / validation "
+                "/ test by created_at (test = most recent).",
+)
+def training_set(context: dg.AssetExecutionContext, lake: LakeResource):
+    store = lake.store()
+    as_of = context.partition_key
+    cutoff = cutoff_of(as_of)
+    repos = context.instance.get_dynamic_partitions("repos")
+    frames = []
+    for repo in repos:
+        try:
+            frames.append(load_features(store, repo))
+        except KeyNotFound:
+            context.log.warning(f"{repo}: no issue_features yet; left out of the training set")
+    if not frames:
+        raise dg.Failure(f"no repository has issue_features yet (repositories: {repos or 'none registered'})")
+    features = pd.concat(frames, ignore_index=True)
+    rows, info = ts.build_training_set(features, cutoff)
+    info["repos"] = sorted(rows["repo"].unique().tolist())
+    previous = _previous_info(store, as_of)
+    write_parquet(store, layout.training_set_key(as_of), rows)
+    write_json(store, layout.training_info_key(as_of), info)
+    results = {
+        "schema": ts.check_schema(rows),
+        "unique_ids": ts.check_unique_ids(rows),
+        "null_rates": ts.check_null_rates(rows),
+        "label_rate": ts.check_label_rate(rows, previous=previous["label_rate"] if previous else None),
+        "labels_known_at_cutoff": ts.check_labels_known(rows, cutoff),
+        "features_available_at_prediction_time": ts.check_availability(),
+    }
+    splits = info["splits"]
+    yield dg.MaterializeResult(metadata={
+        "rows": info["rows"], "cutoff": info["cutoff"], "label_rate": info["label_rate"] or float("nan"),
+        "repos": ", ".join(info["repos"]),
+        "splits": dg.MetadataValue.md(pd.DataFrame(splits).T.astype(str).to_markdown()),
+        "feature_registry_version": info["feature_registry_version"],
+        "path": f"{store.uri}/{layout.training_set_key(as_of)}",
+    })
+    for name, (passed, details) in results.items():
+        yield dg.AssetCheckResult(check_name=name, passed=bool(passed), metadata={
+            k: (dg.MetadataValue.json(v) if isinstance(v, dict | list) else v) for k, v in details.items()},
+            severity=dg.AssetCheckSeverity.WARN if name == "label_rate" else dg.AssetCheckSeverity.ERROR)

@@ -1,0 +1,76 @@
+"""How much new evidence has arrived since the champion was trained: what the retraining sensor counts.
+
+An issue counts once its label is known (closed, or open past the horizon) after the champion's as-of
+cutoff. The store is read for what is ingested; an optional conditional poll of GitHub (one request
+answered 304 when nothing changed) adds what is not ingested yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from issue_assets.features.labels import DEFAULT_HORIZON_DAYS
+from issue_assets.ingest import layout
+from issue_assets.ingest.sync import cursor, iso
+from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet
+
+
+@dataclass
+class EvidenceCount:
+    since: pd.Timestamp | None
+    now: pd.Timestamp
+    by_repo: dict[str, int] = field(default_factory=dict)
+    pending_by_repo: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_repo.values()) + sum(self.pending_by_repo.values())
+
+
+def _known_at(created: pd.Series, closed: pd.Series, horizon_days: float) -> pd.Series:
+    deadline = created + pd.Timedelta(days=horizon_days)
+    return closed.where(closed.notna() & (closed <= deadline), deadline)
+
+
+def count_new_labels(store: ObjectStore, repos: list[str], since: pd.Timestamp | None, now: pd.Timestamp,
+                     *, client=None, horizon_days: float = DEFAULT_HORIZON_DAYS) -> EvidenceCount:
+    """Labels that became known in (since, now] per repository (all known labels when since is None)."""
+    count = EvidenceCount(since, now)
+    for repo in repos:
+        try:
+            frame = read_parquet(store, layout.features_key(repo), columns=["id", "label_known_at"])
+        except KeyNotFound:
+            count.missing.append(repo)
+            frame = pd.DataFrame({"id": pd.Series(dtype="int64"),
+                                  "label_known_at": pd.Series(dtype="datetime64[us, UTC]")})
+        known = frame["label_known_at"]
+        mask = known.notna() & (known <= now)
+        if since is not None:
+            mask &= known > since
+        count.by_repo[repo] = int(mask.sum())
+        if client is not None:
+            count.pending_by_repo[repo] = _pending(client, store, repo, set(frame["id"]), since, now, horizon_days)
+    return count
+
+
+def _pending(client, store: ObjectStore, repo: str, stored_ids: set, since, now, horizon_days: float) -> int:
+    """Issues GitHub has updated since the ingest cursor whose label became known, not yet in the store."""
+    n = 0
+    for page in client.iter_issue_pages(repo, since=iso(cursor(store, repo, "issues"))):
+        if page.not_modified or not page.items:
+            continue
+        frame = pd.DataFrame([{"id": i.get("id"), "created_at": i.get("created_at"), "closed_at": i.get("closed_at")}
+                              for i in page.items if isinstance(i, dict) and "pull_request" not in i])
+        if frame.empty:
+            continue
+        created = pd.to_datetime(frame["created_at"], utc=True, errors="coerce")
+        closed = pd.to_datetime(frame["closed_at"], utc=True, errors="coerce")
+        known = _known_at(created, closed, horizon_days)
+        mask = known.notna() & (known <= now) & ~frame["id"].isin(stored_ids)
+        if since is not None:
+            mask &= known > since
+        n += int(mask.sum())
+    return n

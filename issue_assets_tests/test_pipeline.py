@@ -1,0 +1,120 @@
+"""The whole pipeline through Dagster against the replay server: features, training set, tuning,
+candidate, promotion — and the guards around them (blocking check, ties, the champion kept)."""
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from issue_assets.assets import model, training
+from issue_assets.features.table import load_features
+from issue_assets.github.replay import ReplayServer
+from issue_assets.github.simulate import simulate_repository
+from issue_assets.ingest import layout
+from issue_assets.lake.store import LocalStore, read_parquet
+from issue_assets.pipeline import PipelineError, run_pipeline
+from issue_assets.registry import ModelRegistry
+from issue_assets.resources import LakeResource, ModelStoreResource
+
+REPO = "demo-org/demo-project"
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(tmp_path_factory):
+    """One full pipeline run shared by the tests of this module (it is the expensive part)."""
+    home = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ISSUE_ASSETS_HOME", str(home))
+    mp.delenv("LAKE_STORE", raising=False)
+    mp.delenv("MODEL_STORE", raising=False)
+    mp.delenv("OPTUNA_STORAGE", raising=False)
+    issues, comments = simulate_repository(REPO, n_issues=1200, seed=5, start="2025-01-01T00:00:00Z", days=600)
+    with ReplayServer(issues, comments) as server, dg.DagsterInstance.ephemeral() as instance:
+        summary = run_pipeline([REPO], api_url=server.url, trials=6, instance=instance, echo=lambda _: None)
+        yield {"home": home, "summary": summary, "instance": instance, "server": server, "issues": issues}
+    mp.undo()
+
+
+def _resources(home):
+    return {"lake": LakeResource(uri=str(home / "lake")), "model_store": ModelStoreResource(uri=str(home / "registry"))}
+
+
+def test_pipeline_trains_registers_and_promotes_the_first_model(pipeline_home):
+    summary, home = pipeline_home["summary"], pipeline_home["home"]
+    registry = ModelRegistry(LocalStore(home / "registry"))
+    version = summary["candidate"]["version"]
+    assert registry.list_versions() == [version]
+    assert registry.champion() == version
+    assert summary["production"]["promoted"] is True
+    assert 0.6 <= summary["candidate"]["test_auc"] <= 1.0
+    # latest_model.json is the champion's model itself, loadable by plain XGBoost.
+    store = LocalStore(home / "registry")
+    assert store.get_bytes("models/latest_model.json") == store.get_bytes(f"models/{version}/model.json")
+
+
+def test_features_cover_every_issue_and_training_set_holds_only_known_labels(pipeline_home):
+    home, summary = pipeline_home["home"], pipeline_home["summary"]
+    store = LocalStore(home / "lake")
+    features = load_features(store, REPO)
+    n_issues = sum(1 for i in pipeline_home["issues"] if "pull_request" not in i)
+    assert len(features) == n_issues and features["id"].is_unique
+    as_of = summary["as_of"]
+    rows = read_parquet(store, layout.training_set_key(as_of))
+    cutoff = training.cutoff_of(as_of)
+    assert (rows["label_known_at"] <= cutoff).all() and rows["closed_within_7d"].notna().all()
+    order = rows.groupby("split")["created_at"].agg(["min", "max"])
+    assert order.loc["train", "max"] <= order.loc["validation", "min"]
+    assert order.loc["validation", "max"] <= order.loc["test", "min"]
+
+
+def test_second_run_is_incremental_and_a_tie_keeps_the_champion(pipeline_home):
+    home, instance, server = pipeline_home["home"], pipeline_home["instance"], pipeline_home["server"]
+    registry = ModelRegistry(LocalStore(home / "registry"))
+    champion = registry.champion()
+    summary = run_pipeline([REPO], api_url=server.url, trials=6, instance=instance, echo=lambda _: None)
+    features = summary["repos"][REPO]["features"]
+    assert features["mode"] in ("unchanged", "incremental")
+    # Same data, same seed, resumed study: the new candidate is no better, so the champion stays.
+    assert summary["production"]["promoted"] is False
+    assert registry.champion() == champion
+    assert len(registry.list_versions()) == 2
+    events = [e for e in registry.history() if e.get("event") == "decision"]
+    assert events and events[-1]["decision"]["promote"] is False
+
+
+def test_blocking_check_fails_the_run_with_an_alert_and_nothing_is_promoted(pipeline_home):
+    home, instance = pipeline_home["home"], pipeline_home["instance"]
+    registry = ModelRegistry(LocalStore(home / "registry"))
+    champion = registry.champion()
+    as_of = pipeline_home["summary"]["as_of"]
+    result = dg.materialize(
+        [model.candidate_model, model.production_model], instance=instance, resources=_resources(home),
+        partition_key=as_of, raise_on_error=False,
+        run_config={"ops": {"candidate_model": {"config": {"alert_threshold": 0.999}}}},
+    )
+    assert not result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["test_auc_above_alert_threshold"].passed is False
+    alerts = [e.user_message for e in instance.all_logs(result.run_id) if "[ALERT]" in (e.user_message or "")]
+    assert alerts and "alert threshold 0.9990" in alerts[0]
+    assert not result.asset_materializations_for_node("production_model")
+    assert registry.champion() == champion
+
+
+def test_training_set_checks_all_pass(pipeline_home):
+    home, instance = pipeline_home["home"], pipeline_home["instance"]
+    as_of = pipeline_home["summary"]["as_of"]
+    result = dg.materialize([training.training_set], instance=instance, resources=_resources(home),
+                            partition_key=as_of)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {name: True for name in training.CHECKS}
+
+
+def test_unknown_repository_fails_the_pipeline_with_its_name(pipeline_home):
+    with pytest.raises(PipelineError, match="nobody/nothing"):
+        run_pipeline(["nobody/nothing"], api_url=pipeline_home["server"].url, trials=2,
+                     instance=pipeline_home["instance"], echo=lambda _: None)
+
+
+def test_cutoff_is_end_of_day_or_now():
+    assert training.cutoff_of("2020-05-01") == pd.Timestamp("2020-05-02", tz="UTC")
+    assert training.cutoff_of("2199-01-01") <= pd.Timestamp.now(tz="UTC")
