@@ -239,6 +239,32 @@ def run(repos, trials, api_url, as_of) -> None:
         click.echo(line)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--max-batch", default=1000, show_default=True, help="Most issues one POST /predict may carry.")
+@click.option("--max-body-bytes", default=50_000_000, show_default=True, help="Largest request body accepted.")
+@click.option("--reload-interval", default=2.0, show_default=True,
+              help="Seconds between checks of the registry's champion (hot swap).")
+def serve(host, port, max_batch, max_body_bytes, reload_interval) -> None:
+    """HTTP prediction service (POST /predict, GET /model, /healthz, /metrics, batch predictions)."""
+    from issue_assets.resources import ModelStoreResource
+    from issue_assets.serving.service import run_server
+
+    click.echo(f"serving predictions on http://{host}:{port} (OpenAPI at /docs)", err=True)
+    run_server(host, port, registry=ModelStoreResource().registry(), max_batch=max_batch,
+               max_body_bytes=max_body_bytes, reload_interval_s=reload_interval)
+
+
+@main.command()
+@click.option("--root", default=".", show_default=True, type=click.Path(file_okay=False))
+def docs(root) -> None:
+    """Regenerate docs/FEATURES.md from the feature registry."""
+    from issue_assets.docs import write_docs
+
+    click.echo(f"wrote {write_docs(Path(root))}")
+
+
 @main.group()
 def model() -> None:
     """The model registry (MODEL_STORE, default ISSUE_ASSETS_HOME/registry)."""
