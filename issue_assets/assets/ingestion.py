@@ -6,9 +6,11 @@ import dagster as dg
 import pandas as pd
 
 from issue_assets import config
+from issue_assets.ingest import layout
 from issue_assets.ingest.current import load_current, merge_current
 from issue_assets.ingest.sync import iso, sync_window
 from issue_assets.ingest.windows import plan_windows
+from issue_assets.lake.documents import read_json
 from issue_assets.partitions import REPO_FROM_RAW, raw_partitions, repo_partitions
 from issue_assets.resources import GitHubResource, LakeResource
 
@@ -41,6 +43,10 @@ def _ingest(context: dg.AssetExecutionContext, lake: LakeResource, github: GitHu
             context.log.info(f"{repo} {kind}: sweeping {iso(start) or 'the beginning'} .. {iso(end)}")
             results.append(sync_window(client, store, repo, kind, start, end,
                                        on_progress=lambda msg: context.log.debug(msg)))
+    log_rows = {}
+    for repo in {r.repo for r in results}:
+        manifest = read_json(store, layout.raw_manifest_key(kind, repo), default={}) or {}
+        log_rows[repo] = sum(int(m["rows"]) for m in manifest.get("months", {}).values())
     total = {name: sum(getattr(r, name) for r in results)
              for name in ("pages", "items_fetched", "new_versions", "rejected", "requests", "not_modified",
                           "rate_limit_waits", "retries")}
@@ -54,6 +60,8 @@ def _ingest(context: dg.AssetExecutionContext, lake: LakeResource, github: GitHu
         "retries": total["retries"],
         "wait_seconds": float(sum(r.wait_seconds for r in results)),
         "windows": dg.MetadataValue.md(_results_table(results)),
+        "rows_in_log": sum(log_rows.values()),
+        "months_written": ", ".join(sorted({m for r in results for m in r.months_written})[-24:]),
         "partitions": len(context.partition_keys),
     })
 
