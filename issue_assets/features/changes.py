@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-ISSUE_SNAPSHOT = ["repo", "id", "created_at", "closed_at", "first_seen_at"]
+ISSUE_SNAPSHOT = ["repo", "id", "created_at", "closed_at", "first_seen_at", "text_hash"]
 COMMENT_SNAPSHOT = ["repo", "id", "created_at"]
 
 
 def input_snapshot(issues: pd.DataFrame, comments: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     issue_snap = issues[[c for c in ISSUE_SNAPSHOT if c in issues]].copy()
+    # An edited title or body changes the issue's own text features: fingerprint the text.
+    text = issues[["title", "body"]].fillna("") if len(issues) else pd.DataFrame({"title": [], "body": []})
+    issue_snap["text_hash"] = pd.util.hash_pandas_object(text, index=False).to_numpy().astype("int64") \
+        if len(issues) else pd.Series(dtype="int64")
     if comments is None or not len(comments):
         comment_snap = pd.DataFrame({"repo": pd.Series(dtype="string"), "id": pd.Series(dtype="int64"),
                                      "created_at": pd.Series(dtype="datetime64[us, UTC]")})
@@ -41,6 +45,10 @@ def earliest_change(previous: tuple[pd.DataFrame, pd.DataFrame], current: tuple[
     for col in cols:
         a, b = both[col], both[f"{col}_old"]
         differs = ~((a == b).fillna(False) | (a.isna() & b.isna()))
+        if col == "text_hash":
+            # A text edit affects the issue's own row (and, through the text score, what follows it).
+            issue_times.append(both["created_at"].where(differs | added_or_removed))
+            continue
         # A new or removed issue counts from all its times; a changed one from the values that moved.
         pick = added_or_removed | differs
         issue_times += [a[pick], b[pick]]
