@@ -314,23 +314,41 @@ class GitHubClient:
         subject = f"repository {repo}" if repo else f"resource {path}"
         return self._iter_pages(self._url(path, params), repo=repo, subject=subject)
 
-    def iter_issue_pages(self, repo: str, since: str | None = None, state: str = "all") -> Iterator[Page]:
+    def issue_pages_url(self, repo: str, since: str | None = None, state: str = "all") -> str:
+        """The first-page URL `iter_issue_pages` requests (the conditional cache's key)."""
         validate_repo(repo)
         if state not in _ISSUE_STATES:
             raise ValueError(f"state must be one of {_ISSUE_STATES}, got {state!r}")
         params = {"state": state, "sort": "updated", "direction": "asc", "per_page": PER_PAGE}
         if since:
             params["since"] = since
-        return self._iter_pages(self._url(f"/repos/{repo}/issues", params), repo=repo,
-                                subject=f"repository {repo}")
+        return self._url(f"/repos/{repo}/issues", params)
 
-    def iter_comment_pages(self, repo: str, since: str | None = None) -> Iterator[Page]:
+    def comment_pages_url(self, repo: str, since: str | None = None) -> str:
+        """The first-page URL `iter_comment_pages` requests (the conditional cache's key)."""
         validate_repo(repo)
         params = {"sort": "updated", "direction": "asc", "per_page": PER_PAGE}
         if since:
             params["since"] = since
-        return self._iter_pages(self._url(f"/repos/{repo}/issues/comments", params), repo=repo,
+        return self._url(f"/repos/{repo}/issues/comments", params)
+
+    def iter_issue_pages(self, repo: str, since: str | None = None, state: str = "all") -> Iterator[Page]:
+        return self._iter_pages(self.issue_pages_url(repo, since, state), repo=repo,
                                 subject=f"repository {repo}")
+
+    def iter_comment_pages(self, repo: str, since: str | None = None) -> Iterator[Page]:
+        return self._iter_pages(self.comment_pages_url(repo, since), repo=repo,
+                                subject=f"repository {repo}")
+
+    def expect_unchanged_since(self, url: str, newest: float) -> bool:
+        """Remember `newest` (epoch seconds of the newest stored item) as the Last-Modified of a
+        page not fetched yet, so polling it sends If-Modified-Since and an unchanged page costs one
+        free 304. No-op (False) when the cache already holds validators for `url`."""
+        if self.cache.get(url) is not None:
+            return False
+        self.cache.put(url, etag=None, last_modified=email.utils.formatdate(newest, usegmt=True),
+                       item_count=0, next_url=None)
+        return True
 
     # ---- paging -------------------------------------------------------------------------------
 

@@ -89,8 +89,8 @@ class LocalStore:
     def list(self, prefix: str = "") -> list[str]:
         base = self.root / prefix if prefix else self.root
         folder = base if base.is_dir() else base.parent
-        if not folder.exists():
-            return []
+        if not folder.exists() or not folder.is_relative_to(self.root):
+            return []  # e.g. a store whose root folder was not created yet
         out = []
         for path in folder.rglob("*"):
             if path.is_file() and not path.name.startswith("."):
@@ -146,6 +146,8 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _error(self, exc, key: str) -> StoreError:
+        if isinstance(exc, StoreError):  # e.g. an invalid key: keep its own message
+            return exc
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
         return StoreError(f"S3 {code} for {self.uri}/{key}")
 
