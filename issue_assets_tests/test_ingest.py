@@ -715,3 +715,15 @@ def test_crash_mid_write_parquet_keeps_the_previous_table(demo, replay_server, s
             store.put_bytes(key, b"new")
     assert store.get_bytes(key) == before
     assert not [p for p in store.path(key).parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_mixed_offsets_and_naive_timestamps_each_parse_on_their_own():
+    """pandas' vectorized ISO-8601 parse lets a naive value inherit a neighbour's offset; ours must not."""
+    from issue_assets.github.normalize import to_utc
+
+    parsed = to_utc(["2020-01-01T00:00:00Z", "2020-01-01T02:00:00+02:00", "2020-01-01 00:00:00", None, "garbage",
+                     "2020-01-01T00:00:00.5-05:00"]).tolist()
+    utc = pd.Timestamp("2020-01-01", tz="UTC")
+    assert parsed[:3] == [utc, utc, utc]
+    assert pd.isna(parsed[3]) and pd.isna(parsed[4])
+    assert parsed[5] == pd.Timestamp("2020-01-01T05:00:00.5", tz="UTC")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from issue_assets.github.normalize import to_utc
+
 TS = "datetime64[us, UTC]"
 ISSUE_TIME_COLUMNS = ("created_at", "closed_at", "updated_at", "first_seen_at", "fetched_at")
 
@@ -28,8 +30,7 @@ def to_utc_series(values: pd.Series) -> pd.Series:
         return values.dt.tz_convert("UTC").astype(TS)
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC").astype(TS)
-    out = pd.to_datetime(values.astype("object"), utc=True, errors="coerce", format="ISO8601")
-    return out.astype(TS)
+    return to_utc(values)
 
 
 def _string(df: pd.DataFrame, col: str, fill=None) -> pd.Series:

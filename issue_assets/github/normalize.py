@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -38,8 +39,27 @@ TS = "datetime64[us, UTC]"
 def to_utc(values) -> pd.Series:
     """Parse ISO-8601 timestamps in any offset; naive ones are taken as UTC; unparseable -> NaT."""
     s = pd.Series(values, dtype="object")
-    out = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+    # GitHub's own shape (2024-01-02T03:04:05Z) parses on a fast fixed-format path; the rest as ISO 8601.
+    out = pd.to_datetime(s, utc=True, errors="coerce", format="%Y-%m-%dT%H:%M:%SZ")
+    missed = out.isna() & s.notna()
+    if missed.any():
+        # One at a time: pandas' vectorized ISO-8601 parse lets a naive value inherit its neighbour's offset.
+        out[missed] = [_parse_one(v) for v in s[missed]]
     return out.astype(TS)
+
+
+def _parse_one(value) -> pd.Timestamp:
+    if not isinstance(value, str):
+        return pd.NaT
+    try:
+        ts = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return pd.NaT
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return pd.Timestamp(ts)
+    except (OverflowError, ValueError):
+        return pd.NaT
 
 
 def _user(item: dict) -> dict:
@@ -76,7 +96,19 @@ def _reject(repo: str, kind: str, item, reason: str, fetched_at) -> dict:
     }
 
 
+_EMPTY_REJECTS: pd.DataFrame | None = None
+
+
 def rejects_frame(rows: list[dict]) -> pd.DataFrame:
+    global _EMPTY_REJECTS
+    if not rows:
+        if _EMPTY_REJECTS is None:
+            _EMPTY_REJECTS = _rejects(rows)
+        return _EMPTY_REJECTS.copy()
+    return _rejects(rows)
+
+
+def _rejects(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=REJECT_COLUMNS)
     df["fetched_at"] = to_utc(df["fetched_at"])
     return df.astype({c: "string" for c in REJECT_COLUMNS if c != "fetched_at"})
