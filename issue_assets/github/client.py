@@ -18,10 +18,12 @@ Behaviour follows GitHub's REST documentation:
 - 5xx, connection errors and resets, timeouts, and bodies that are truncated (Content-Length
   mismatch) or not JSON are retried with full-jitter exponential backoff
   `uniform(0, min(backoff_max, backoff_base * 2**attempt))`, at most `max_retries` times.
-- Prefetch: once a page has arrived, the next one is requested in a background thread while the
-  caller works on the current page. Only one request per client is ever in flight, so prefetch
-  does not add concurrency that could trip a secondary limit. The background thread makes exactly
-  one attempt; every wait and retry happens in the caller's thread through the injected `Clock`.
+- Prefetch: once a page has arrived, a background reader requests the following pages one after
+  another (up to PREFETCH_DEPTH ahead of the caller, growing from one as the caller consumes pages,
+  so an early stop wastes little) while the caller works. Only one request per client is ever in
+  flight, so read-ahead adds no concurrency that could trip a secondary limit. The reader never
+  waits or retries: anything but 200/304 ends it, and every wait and retry happens in the caller's
+  thread through the injected `Clock`.
 
 The token is sent only as `Authorization: Bearer ...` to the configured API origin; it never appears
 in logs, exceptions, `repr`, stats, events or the cache file.
@@ -41,6 +43,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
+import orjson
 import requests
 from requests.utils import parse_header_links
 
@@ -51,6 +54,7 @@ logger = logging.getLogger("issue_assets.github")
 
 API_VERSION = "2022-11-28"
 PER_PAGE = 100
+PREFETCH_DEPTH = 3  # pages the background reader may be ahead of the caller
 SECONDARY_MIN_WAIT = 60.0
 SECONDARY_MAX_WAIT = 960.0
 MAX_RATE_LIMIT_WAITS = 10
@@ -152,6 +156,7 @@ class _Attempt:
     headers: Any = None
     body: bytes = b""
     error: BaseException | None = None
+    decoded: tuple[str | None, Any] | None = None  # (problem, data), when decoded ahead in the prefetch thread
 
 
 @dataclass
@@ -165,26 +170,78 @@ class _Fetched:
 
 
 class _Prefetch:
-    """One background attempt at the next page; `result()` joins the thread."""
+    """A background reader of the pages that follow `url`, one request at a time.
 
-    def __init__(self, client: GitHubClient, url: str):
+    It follows each page's `Link: rel="next"` (or, after a 304, the cached next URL) as soon as the
+    page has arrived, and stays at most `ahead()` pages in front of the caller, so a slow caller
+    never leaves the connection idle and an early stop wastes few requests. Any answer but 200/304,
+    a transport error or an exhausted rate limit ends the read-ahead: the caller then fetches (and
+    waits, and retries) itself. Every request still goes through the client's in-flight lock.
+    """
+
+    def __init__(self, client: GitHubClient, url: str, ahead: Callable[[], int]):
         self.url = url
         self._client = client
-        self._outcome: _Attempt | None = None
+        self._ahead = ahead
+        self._cond = threading.Condition()
+        self._results: dict[str, _Attempt] = {}
+        self._next: str | None = url
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="github-prefetch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._outcome = self._client._attempt(self.url, conditional=True)
-        except BaseException as exc:  # surfaced in the caller's thread by _fetch
-            self._outcome = _Attempt(error=exc)
+            while True:
+                with self._cond:
+                    while not self._stopped and len(self._results) >= max(1, self._ahead()):
+                        self._cond.wait()
+                    url = self._next
+                    if self._stopped or url is None:
+                        return
+                try:
+                    outcome = self._client._attempt(url, conditional=True)
+                except BaseException as exc:  # surfaced in the caller's thread by _fetch
+                    outcome = _Attempt(error=exc)
+                following = None
+                if outcome.status == 200:
+                    # The next request goes out at once; the caller decodes this body meanwhile.
+                    following = self._client._next_link(outcome, url)
+                    if str(outcome.headers.get("x-ratelimit-remaining", "1")).strip() == "0":
+                        following = None
+                elif outcome.status == 304:
+                    cached = self._client.cache.get(url)
+                    following = cached.get("next_url") if cached else None
+                if not self._client._may_prefetch():
+                    following = None
+                with self._cond:
+                    self._results[url] = outcome
+                    self._next = following
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._stopped = True
+                self._cond.notify_all()
 
-    def result(self) -> _Attempt:
+    def covers(self, url: str) -> bool:
+        with self._cond:
+            return url in self._results or (not self._stopped and self._next == url)
+
+    def result(self, url: str) -> _Attempt | None:
+        """The read-ahead answer for `url`, or None if the reader stopped before it."""
+        with self._cond:
+            while url not in self._results and not self._stopped and self._next == url:
+                self._cond.wait()
+            outcome = self._results.pop(url, None)
+            self._cond.notify_all()
+            return outcome
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
         self._thread.join()
         self._client._forget_prefetch(self)
-        assert self._outcome is not None
-        return self._outcome
 
 
 def validate_repo(repo: str) -> str:
@@ -286,7 +343,7 @@ class GitHubClient:
     def close(self) -> None:
         """Finish any background request, flush the cache, close the session this client created."""
         for pending in list(self._prefetches):
-            pending.result()
+            pending.close()
         self._flush_cache()
         if not self._closed and self._own_session:
             self._session.close()
@@ -358,6 +415,7 @@ class GitHubClient:
         pending: _Prefetch | None = None
         completed = False
         number = 1
+        served = [0]  # pages handed to the caller: the read-ahead grows with it (1, 2, .. PREFETCH_DEPTH)
         try:
             fetched = self._fetch(url, number, repo=repo, subject=subject, conditional=True)
             while True:
@@ -368,24 +426,25 @@ class GitHubClient:
                             f"pagination of {subject} loops back to {_display_url(next_url)} "
                             f"after page {number}", url=_display_url(next_url), page=number + 1)
                     visited.add(next_url)
-                    if self.prefetch and self._may_prefetch():
-                        pending = self._start_prefetch(next_url)
+                    if self.prefetch and self._may_prefetch() and (pending is None or not pending.covers(next_url)):
+                        if pending is not None:
+                            pending.close()
+                        pending = self._start_prefetch(next_url, lambda: min(PREFETCH_DEPTH, served[0] + 1))
                 self._emit("page", {"repo": repo, "url": _display_url(page.url), "number": number,
                                     "items": len(page.items), "not_modified": page.not_modified,
                                     "has_next": page.has_next})
                 yield page
+                served[0] += 1
                 if next_url is None:
                     break
                 number += 1
-                first = None
-                if pending is not None:
-                    first, pending = pending.result(), None
+                first = pending.result(next_url) if pending is not None else None
                 fetched = self._fetch(next_url, number, repo=repo, subject=subject, conditional=True,
                                       first=first)
             completed = True
         finally:
             if pending is not None:
-                pending.result()
+                pending.close()
             if completed:
                 for page_url, entry in staged.items():
                     self.cache.put(page_url, **entry)
@@ -416,8 +475,8 @@ class GitHubClient:
         with self._state_lock:
             return self._reset_at is None and not self._closed
 
-    def _start_prefetch(self, url: str) -> _Prefetch:
-        pending = _Prefetch(self, url)
+    def _start_prefetch(self, url: str, ahead: Callable[[], int]) -> _Prefetch:
+        pending = _Prefetch(self, url, ahead)
         with self._state_lock:
             self._prefetches.add(pending)
         return pending
@@ -521,7 +580,7 @@ class GitHubClient:
                 return _Fetched(url, 304, None, attempt.headers.get("ETag"),
                                 attempt.headers.get("Last-Modified"), None)
             if 200 <= status < 300:
-                problem, data = self._decode(attempt)
+                problem, data = attempt.decoded if attempt.decoded is not None else self._decode(attempt)
                 if problem is not None:
                     retries = self._retry(retries, problem, label, url=shown, number=number,
                                           subject=subject, bad_body=True)
@@ -646,6 +705,10 @@ class GitHubClient:
         if not body.strip():
             return "empty body", None
         try:
+            return None, orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        try:  # the stdlib accepts a few things orjson refuses (lone surrogate escapes)
             return None, json.loads(body)
         except ValueError:
             return "invalid JSON", None

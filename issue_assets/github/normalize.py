@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import orjson
 import pandas as pd
 
 ISSUE_VERSION_COLUMNS = [
@@ -60,6 +61,14 @@ def _parse_one(value) -> pd.Timestamp:
         return pd.Timestamp(ts)
     except (OverflowError, ValueError):
         return pd.NaT
+
+
+def _payload(item: dict) -> str:
+    """The item as compact JSON text (orjson: ~10x faster than the stdlib on GitHub's large items)."""
+    try:
+        return orjson.dumps(item).decode()
+    except (TypeError, orjson.JSONEncodeError):  # lone surrogates, ints beyond 64 bits
+        return _text(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
 
 
 def _user(item: dict) -> dict:
@@ -142,7 +151,7 @@ def issue_versions(items: Iterable[dict], repo: str, fetched_at) -> tuple[pd.Dat
             "closed_at": item.get("closed_at"), "state": _text(item.get("state") or "open"),
             "is_pull_request": "pull_request" in item and item.get("pull_request") is not None,
             "fetched_at": fetched_at,
-            "payload": _text(json.dumps(item, ensure_ascii=False, separators=(",", ":"))),
+            "payload": _payload(item),
         })
     df = pd.DataFrame(rows, columns=ISSUE_VERSION_COLUMNS)
     for col in ("created_at", "updated_at", "closed_at"):

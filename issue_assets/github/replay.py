@@ -625,6 +625,7 @@ class ReplayServer:
     # ---- HTTP ----------------------------------------------------------------------------------
 
     def _dispatch(self, handler: _Handler, method: str) -> None:
+        handler.arrived = time.perf_counter()
         path, _, query = handler.path.partition("?")
         path = path.rstrip("/") or "/"
         if path.startswith("/_replay"):
@@ -845,15 +846,20 @@ class ReplayServer:
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def _finish(self, handler, resp: _Response, rate_limited: bool = False, secondary: bool = False) -> None:
+    def _delay(self, handler) -> None:
+        """Answer `latency_ms` after the request arrived: the latency is the API's response time, so the
+        server's own work to build the page is part of it, as it is on GitHub."""
         if self.latency_ms > 0:
-            time.sleep(self.latency_ms / 1000.0)
+            arrived = getattr(handler, "arrived", time.perf_counter())
+            time.sleep(max(0.0, self.latency_ms / 1000.0 - (time.perf_counter() - arrived)))
+
+    def _finish(self, handler, resp: _Response, rate_limited: bool = False, secondary: bool = False) -> None:
+        self._delay(handler)
         self._record(resp.endpoint, str(resp.status), rate_limited=rate_limited, secondary=secondary)
         self._send(handler, resp, self._rate_headers())
 
     def _fault_response(self, handler, endpoint: str, kind: str, resp: _Response | None) -> None:
-        if self.latency_ms > 0:
-            time.sleep(self.latency_ms / 1000.0)
+        self._delay(handler)
         self._record(endpoint, "502" if kind == "502" else None, fault=kind)
         if kind == "502":
             body = json.dumps({"message": "Server Error", "documentation_url": DOCS, "status": "502"}).encode()
