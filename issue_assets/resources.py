@@ -36,9 +36,13 @@ class GitHubResource(dg.ConfigurableResource):
     cache_path: str = Field(default_factory=lambda: str(config.home() / "http_cache.json"),
                             description="Persisted ETag / Last-Modified cache")
 
-    def client(self) -> GitHubClient:
+    def client(self, *, save_validators: bool = True, **options) -> GitHubClient:
+        """save_validators=False reads the persisted validators but never writes any back: a poll that does
+        not ingest what it fetches must not make the ingest's next request of that page answer 304.
+        `options` go to GitHubClient (max_retries, timeout, ...)."""
         Path(self.cache_path).parent.mkdir(parents=True, exist_ok=True)
-        return GitHubClient(self.api_url, self.token or None, cache=ConditionalCache(self.cache_path))
+        cache = ConditionalCache(self.cache_path, read_only=not save_validators)
+        return GitHubClient(self.api_url, self.token or None, cache=cache, **options)
 
 
 def _s3_resource() -> S3Resource:

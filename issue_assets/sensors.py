@@ -60,7 +60,11 @@ def new_labelled_issues_sensor(context: dg.SensorEvaluationContext, lake: LakeRe
         champion = registry.champion()
         cutoff = registry.get_metadata(champion).get("cutoff") if champion else None
         since = pd.Timestamp(cutoff) if cutoff else None
-        client = github.client() if config.retrain_poll_github() else None
+        # Validators stay read-only: a 304 against the ingest's own (cursor = Last-Modified) means nothing is
+        # pending; one against this poll's previous answer would hide what is still not ingested. One quick
+        # retry only: a tick must finish well within the daemon's sensor timeout when GitHub is down.
+        client = github.client(save_validators=False, max_retries=1, backoff_max=2.0, timeout=10.0) \
+            if config.retrain_poll_github() else None
         try:
             count = count_new_labels(lake.store(), repos, since, now, client=client)
         finally:

@@ -28,7 +28,8 @@ _FORMAT_VERSION = 1
 class ConditionalCache:
     """URL -> {"etag", "last_modified", "item_count", "next_url"}; least recently used entries go first."""
 
-    def __init__(self, path: str | Path | None = None, max_entries: int = 20_000):
+    def __init__(self, path: str | Path | None = None, max_entries: int = 20_000, *, read_only: bool = False):
+        """`read_only` loads the file but never writes it: for pollers that do not store what they fetch."""
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.path = Path(path) if path is not None else None
@@ -36,6 +37,7 @@ class ConditionalCache:
         self._entries: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
         self._dirty = False
+        self.read_only = read_only
         if self.path is not None:
             self._load()
 
@@ -78,7 +80,7 @@ class ConditionalCache:
 
     def flush(self) -> None:
         """Write the entries if anything changed since the last flush (no-op for an in-memory cache)."""
-        if self.path is None:
+        if self.path is None or self.read_only:
             return
         with self._lock:
             if not self._dirty:

@@ -1,0 +1,138 @@
+"""deploy/dagster.yaml against the PostgreSQL server at 127.0.0.1:5432 (user postgres): the instance loads
+with PostgreSQL storage, the run queue limits and the pool limits, and the whole pipeline run through it
+stores its runs and materializations in PostgreSQL. A fresh database per test session, dropped at the end."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from issue_assets.github.replay import ReplayServer
+from issue_assets.github.simulate import simulate_repository
+from issue_assets.lake.store import LocalStore
+from issue_assets.pipeline import run_pipeline
+from issue_assets.registry import ModelRegistry
+
+DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+REPO = "demo-org/demo-project"
+
+
+def _postgres_reason() -> str | None:
+    try:
+        import psycopg2
+
+        psycopg2.connect(dbname="test", connect_timeout=2, **PG).close()
+    except Exception as exc:  # any failure means "no server to test against"
+        return f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) unreachable: {exc}".strip()
+    return None
+
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(_postgres_reason() is not None, reason=_postgres_reason() or ""),
+]
+
+
+def _admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="test", connect_timeout=5, **PG)
+    conn.autocommit = True  # CREATE / DROP DATABASE cannot run inside a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _query(db: str, sql: str, *args) -> list[tuple]:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname=db, connect_timeout=5, **PG)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_instance(tmp_path_factory):
+    """A DAGSTER_HOME holding deploy/dagster.yaml, its connection read from DAGSTER_PG_* in a new database."""
+    db = f"dagster_test_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {db}")
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(DEPLOY_YAML, home / "dagster.yaml")
+    mp = pytest.MonkeyPatch()
+    for name, value in {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": str(PG["port"]),
+                        "DAGSTER_PG_USERNAME": PG["user"], "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": db,
+                        "DAGSTER_HOME": str(home)}.items():
+        mp.setenv(name, value)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance, db
+    finally:
+        mp.undo()
+        _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_deploy_yaml_configures_postgres_storage_queue_and_pools(pg_instance):
+    instance, _ = pg_instance
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+    assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+    concurrency = instance.get_concurrency_config()
+    limits = concurrency.run_queue_config.tag_concurrency_limits
+    assert {"key": "issue_assets/kind", "value": "training", "limit": 1} in limits
+    assert concurrency.pool_config.default_pool_limit == 1
+    # The pools the assets declare get that limit without any `dagster instance concurrency set`.
+    for pool in ("github_api", "training"):
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        assert info.limit == 1 and info.using_default_limit
+    # The limit on training runs matches a tag the training job really carries.
+    from issue_assets.definitions import defs
+
+    assert defs.resolve_job_def("training_job").tags["issue_assets/kind"] == "training"
+    pools = {key: defs.resolve_assets_def(key).op.pool
+             for key in ("raw_issues", "raw_comments", "tuned_params", "candidate_model")}
+    assert pools == {"raw_issues": "github_api", "raw_comments": "github_api", "tuned_params": "training",
+                     "candidate_model": "training"}
+
+
+def test_full_pipeline_stores_runs_and_materializations_in_postgres(pg_instance, tmp_path, monkeypatch):
+    instance, db = pg_instance
+    monkeypatch.setenv("ISSUE_ASSETS_HOME", str(tmp_path / "home"))
+    # A later first day partition (it holds all history before it): ~330 day partitions in the history run.
+    monkeypatch.setenv("ISSUE_ASSETS_START_DATE", "2026-01-01")
+    for name in ("LAKE_STORE", "MODEL_STORE", "OPTUNA_STORAGE", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    issues, comments = simulate_repository(REPO, n_issues=500, seed=4, start="2025-01-01T00:00:00Z", days=450)
+    with ReplayServer(issues, comments) as server:
+        summary = run_pipeline([REPO], api_url=server.url, trials=3, instance=instance, echo=lambda _: None)
+
+    registry = ModelRegistry(LocalStore(tmp_path / "home" / "registry"))
+    assert registry.champion() == summary["candidate"]["version"]
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("production_model"))
+    assert event is not None and event.asset_materialization.metadata["champion"].value == registry.champion()
+    days = instance.get_materialized_partitions(dg.AssetKey("raw_issues"))
+    assert len(days) > 300 and all(key.endswith(f"|{REPO}") for key in days)
+    assert REPO in instance.get_dynamic_partitions("repos")
+
+    # Read back from PostgreSQL itself, not through the instance's caches.
+    stored = dict(_query(db, "SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = "
+                             "'ASSET_MATERIALIZATION' GROUP BY asset_key"))
+    assert stored['["production_model"]'] == 1 and stored['["raw_issues"]'] == len(days)
+    assert stored['["raw_comments"]'] == len(days) and stored['["open_issue_predictions"]'] == 1
+    ((runs, succeeded),) = _query(db, "SELECT count(*), count(*) FILTER (WHERE status = 'SUCCESS') FROM runs")
+    assert runs == succeeded == 5  # ingest, current state + features, training, promotion, predictions
+    # Every slot of the pools the steps ran in was given back.
+    for pool in ("github_api", "training"):
+        assert instance.event_log_storage.get_concurrency_info(pool).claimed_slots == []
