@@ -32,16 +32,22 @@ def history_backfill_request(repo: str, today: str | None = None) -> dg.RunReque
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Adds ISSUE_ASSETS_REPOS as repository partitions and backfills each new one once.")
+           description="Adds ISSUE_ASSETS_REPOS as repository partitions and backfills the history of every "
+                       "repository partition that has none yet (added here, by the CLI or in the UI), once.")
 def repositories_sensor(context: dg.SensorEvaluationContext):
     wanted = config.repos()
-    known = set(repo_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+    known = list(repo_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
     new = [r for r in wanted if r not in known]
-    if not new:
-        return dg.SkipReason(f"{len(wanted)} configured repositories, all registered")
+    requested = set(json.loads(context.cursor)) if context.cursor else set()
+    ingested = {str(k).split("|")[-1] for k in context.instance.get_materialized_partitions(dg.AssetKey("raw_issues"))}
+    backfill = [r for r in dict.fromkeys(known + new) if r not in requested and r not in ingested]
+    if not backfill:
+        return dg.SkipReason(f"{len(known)} repositories registered, every one has its history "
+                             f"({len(wanted)} named in ISSUE_ASSETS_REPOS)")
     return dg.SensorResult(
-        run_requests=[history_backfill_request(r) for r in new],
-        dynamic_partitions_requests=[repo_partitions.build_add_request(new)],
+        run_requests=[history_backfill_request(r) for r in backfill],
+        dynamic_partitions_requests=[repo_partitions.build_add_request(new)] if new else [],
+        cursor=json.dumps(sorted(requested | set(backfill))),
     )
 
 

@@ -124,12 +124,27 @@ def test_daily_schedule_skips_without_repositories():
 def test_repositories_sensor_registers_and_backfills_new_repositories_once(monkeypatch):
     monkeypatch.setenv("ISSUE_ASSETS_REPOS", "a/one, b/two")
     with dg.instance_for_test() as inst:
+        # a/one was added by the CLI or the UI and has no history yet; b/two is only named in the env.
         inst.add_dynamic_partitions("repos", ["a/one"])
         result = repositories_sensor(dg.build_sensor_context(instance=inst))
-        assert [r.run_key for r in result.run_requests] == ["history:b/two"]
-        tags = result.run_requests[0].tags
+        assert sorted(r.run_key for r in result.run_requests) == ["history:a/one", "history:b/two"]
+        tags = {r.run_key: r.tags for r in result.run_requests}["history:b/two"]
         assert tags["dagster/asset_partition_range_start"] == f"{config.start_date()}|b/two"
         assert result.dynamic_partitions_requests[0].partition_keys == ["b/two"]
         inst.add_dynamic_partitions("repos", ["b/two"])
-        again = repositories_sensor(dg.build_sensor_context(instance=inst))
+        again = repositories_sensor(dg.build_sensor_context(instance=inst, cursor=result.cursor))
         assert isinstance(again, dg.SkipReason)
+        # A repository added later through the CLI gets its own single-run backfill, once.
+        inst.add_dynamic_partitions("repos", ["c/three"])
+        later = repositories_sensor(dg.build_sensor_context(instance=inst, cursor=result.cursor))
+        assert [r.run_key for r in later.run_requests] == ["history:c/three"]
+        assert not later.dynamic_partitions_requests
+
+
+def test_repositories_sensor_skips_repositories_that_already_have_history(tmp_path, server):
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("repos", [REPO])
+        key = dg.MultiPartitionKey({"repo": REPO, "day": "2025-10-01"})
+        assert dg.materialize([ingestion.raw_issues], instance=inst, resources=_resources(tmp_path, server),
+                              partition_key=key).success
+        assert isinstance(repositories_sensor(dg.build_sensor_context(instance=inst)), dg.SkipReason)
