@@ -18,10 +18,14 @@ Public API:
             upsert the changed/new issue rows and new comments, find the earliest affected time itself
             (new creations, changed closes, first sightings, new comments; an edited title/body/author
             recomputes that row, and with the text score on, every row after its label settled),
-            patch the sorted event logs in O(history) numpy and recompute only the affected rows.
-            When the upsert only touches existing rows in place and appends newer issues (a daily sync),
-            the tables and the result are patched in place; otherwise they are re-sorted.
-        .frame: DataFrame                                   the current result
+            patch the event logs (a small delta log per index, folded into the base when it grows) and
+            recompute only the affected rows. When the upsert only touches existing rows in place and
+            appends newer issues (a daily sync), the column store, the result and the labels are patched
+            in O(changes) plus O(log n) (amortized: spare capacity, lookups built on the first update);
+            otherwise the tables are re-sorted.
+        .frame: DataFrame                                   the current result, built on demand from the
+                                                            result columns without copying: a frame kept
+                                                            across update() sees patched rows (copy it)
         .last_recomputed: int                               rows computed by the last fit/update
         .timings: dict[str, float]                          seconds per stage (load, event_logs, history,
                                                             text, text_score, reference, assemble, update)
@@ -41,6 +45,10 @@ written by t or on items first seen by t. Never X's labels, counts, assignees, m
 state, state_reason, locked or updated_at. as_of only decides which labels are known.
 Authors are keyed by (repo, user id), falling back to the login; a missing user is an unknown author
 with no history. Comments attach to issues by (repo, number).
+
+Inside, the tables are numpy columns (`_Columns`: int64/float64 microseconds, dense key codes from one
+factorize per column, object arrays for text) with spare capacity; `.issues`/`.comments` are DataFrame views
+of them for callers that want frames (the serving module).
 """
 
 from __future__ import annotations
@@ -57,9 +65,9 @@ import scipy.sparse as sp
 
 from issue_assets.features.events import EventIndex, KeyCoder
 from issue_assets.features.frames import TS, normalize_comments, normalize_issues
-from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, apply_as_of, snapshot_time
-from issue_assets.features.registry import FEATURE_NAMES
-from issue_assets.features.text import reference_columns, text_columns
+from issue_assets.features.labels import DEFAULT_HORIZON_DAYS
+from issue_assets.features.registry import FEATURE_NAMES, REFERENCE_NAMES
+from issue_assets.features.text import label_columns, text_columns
 from issue_assets.features.text_score import TextScoreConfig, hash_texts, text_scores
 
 OUTPUT_KEY_COLUMNS = ["repo", "id", "number", "created_at", "prediction_time"]
@@ -67,24 +75,75 @@ LABEL_COLUMNS = ["closed_within_7d", "label_known_at"]
 MAINTAINER_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
+NAT = np.iinfo("int64").min
+USER_BITS = 2**40
+ISSUE_KEY_BITS = 2**32
+_TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")
+_PY_STRING = pd.array([], dtype=pd.StringDtype("python"))
+
+#: numeric issue columns the builder keeps (derived by _derive_issues, plus the inputs it needs)
+ISSUE_NUMERIC = ("_rk", "_ak", "_uid", "_c", "_cl", "_fs", "_pos", "_known", "_capped", "_maint", "_t", "_target",
+                 "_bot", "is_pull_request", "id", "number")
+ISSUE_OBJECTS = ("repo", "title", "body", "labels")
+COMMENT_NUMERIC = ("_rk", "_ak", "_uid", "_ct", "_maint", "id", "issue_number")
 
 
+# ---------------------------------------------------------------------------------------------- arrays
 def _us(series: pd.Series) -> np.ndarray:
     """UTC timestamps -> float64 microseconds since the epoch (exact below 2**53), NaN for NaT."""
-    values = series.astype(TS).dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    out = values.view("int64").astype("float64")
-    out[np.isnat(values)] = np.nan
+    values = (series if series.dtype == TS else series.astype(TS)).array.asi8
+    out = values.astype("float64")
+    out[values == NAT] = np.nan
     return out
 
 
-USER_BITS = 2**40
+def _ts(us: np.ndarray) -> pd.arrays.DatetimeArray:
+    """int64 microseconds (NAT for missing) -> datetime64[us, UTC] array, without a copy."""
+    return pd.arrays.DatetimeArray._simple_new(np.asarray(us, dtype="int64").view("M8[us]"), dtype=_TS_DTYPE)
+
+
+def _float_to_us(x: np.ndarray) -> np.ndarray:
+    out = np.full(len(x), NAT, dtype="int64")
+    ok = ~np.isnan(x)
+    out[ok] = x[ok].astype("int64")
+    return out
+
+
+def _objects(series: pd.Series) -> np.ndarray:
+    """A string column as an object ndarray (NA as pd.NA); zero-copy for python-backed strings."""
+    arr = series.array
+    if isinstance(arr, pd.arrays.StringArray) and getattr(arr.dtype, "storage", "python") == "python":
+        return arr._ndarray
+    return series.astype("string[python]").array._ndarray
+
+
+def _strings(objects: np.ndarray, dtype=None):
+    """Object ndarray of str/pd.NA -> a string array (python storage: no copy, no validation pass)."""
+    arr = _PY_STRING._from_backing_data(objects)
+    if dtype is None or dtype == arr.dtype:
+        return arr
+    return pd.array(arr, dtype=dtype)
+
+
+def _isin(series: pd.Series, values) -> np.ndarray:
+    """series.isin(values) with NA -> False, one hash pass plus a check per distinct value."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    flags = np.append(np.isin(np.asarray(uniques, dtype=object), list(values)), False)
+    return flags[codes]
+
+
+def _is_bot(login: pd.Series, user_type: pd.Series) -> np.ndarray:
+    codes, uniques = pd.factorize(login, use_na_sentinel=True)
+    names = pa.array(np.asarray(uniques, dtype=object), type=pa.string())
+    flags = pc.fill_null(pc.ends_with(pc.utf8_lower(names), "[bot]"), False).to_numpy(zero_copy_only=False)
+    return np.append(flags, False)[codes] | _isin(user_type, ("Bot",))
 
 
 def _author_key(repo_codes: np.ndarray, user_id: pd.Series, login: pd.Series, logins: KeyCoder) -> np.ndarray:
     """(repo, user id) as one int64; a login stands in for a missing id; -1 for an unknown author."""
-    uid = user_id.astype("Int64")
-    has_id = uid.notna().to_numpy()
-    who = uid.fillna(0).to_numpy(dtype="int64") % (USER_BITS // 2)
+    uid = user_id if user_id.dtype == "Int64" else user_id.astype("Int64")
+    has_id = ~uid.isna().to_numpy()
+    who = uid.to_numpy(dtype="int64", na_value=0) % (USER_BITS // 2)
     by_login = ~has_id & login.notna().to_numpy()
     if by_login.any():
         who[by_login] = USER_BITS // 2 + logins.encode(login[by_login].to_numpy(dtype=object))
@@ -93,9 +152,115 @@ def _author_key(repo_codes: np.ndarray, user_id: pd.Series, login: pd.Series, lo
     return key
 
 
-def repo_code(repo: pd.Series) -> np.ndarray:
-    codes = {name: zlib.crc32(str(name).encode("utf-8")) & 0x7FFFFFFF for name in repo.unique()}
-    return repo.map(codes).to_numpy(dtype="float64")
+def repo_code(repo) -> np.ndarray:
+    codes, uniques = pd.factorize(np.asarray(repo, dtype=object))
+    crc = np.array([zlib.crc32(str(name).encode("utf-8")) & 0x7FFFFFFF for name in uniques], dtype="float64")
+    return crc[codes]
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
+
+
+def _key_order(keys: np.ndarray, t: np.ndarray, t_sorted: bool) -> np.ndarray:
+    """Rows ordered by (key, t): one radix pass when t is already sorted and keys are small."""
+    if t_sorted and len(keys) and keys.min() >= -1 and keys.max() < 2**16 - 1:
+        return np.argsort((keys + 1).astype("uint16"), kind="stable")
+    return np.lexsort((t, keys))
+
+
+def _ranges(lo: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """concat(arange(lo[i], lo[i] + lens[i]) for i), vectorized."""
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype="int64")
+    starts = np.cumsum(lens) - lens
+    return np.repeat(lo - starts, lens) + np.arange(total)
+
+
+class _Columns:
+    """Named numpy columns with spare capacity: reads are views, appends are amortized O(rows appended).
+
+    Columns may start as borrowed arrays (views of the caller's frames); the first write copies them into
+    buffers of their own with room to grow, so no input is ever written."""
+
+    def __init__(self, cols: dict[str, np.ndarray]):
+        self._buf = dict(cols)
+        self.n = len(next(iter(cols.values()))) if cols else 0
+        self._owned = False
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._buf[name][: self.n]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._buf
+
+    def names(self) -> list[str]:
+        return list(self._buf)
+
+    def _own(self, need: int) -> None:
+        for name, buf in self._buf.items():
+            if not self._owned or len(buf) < need:
+                cap = max(need + max(need // 8, 1024), len(buf) if self._owned else 0)
+                grown = np.empty((cap,) + buf.shape[1:], dtype=buf.dtype)
+                grown[: self.n] = buf[: self.n]
+                self._buf[name] = grown
+        self._owned = True
+
+    def append(self, cols: dict[str, np.ndarray]) -> None:
+        m = len(next(iter(cols.values())))
+        need = self.n + m
+        if not self._owned or any(len(b) < need for b in self._buf.values()):
+            self._own(need)
+        for name, buf in self._buf.items():
+            buf[self.n:need] = cols[name]
+        self.n = need
+
+    def replace(self, name: str, values: np.ndarray) -> None:
+        """A whole new column of n values (borrowed until the next write)."""
+        if self._owned:
+            self._buf[name][: self.n] = values
+        else:
+            self._buf[name] = values
+
+    def put(self, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        if not self._owned:
+            self._own(self.n)
+        for name, values in cols.items():
+            self._buf[name][rows] = values
+
+
+class _Lookup:
+    """int64 key -> row position: a sorted base plus a small unsorted tail, merged when the tail grows."""
+
+    def __init__(self, keys: np.ndarray):
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted = keys[self._order]
+        self._extra_keys = np.zeros(0, dtype="int64")
+        self._extra_pos = np.zeros(0, dtype="int64")
+
+    def get(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q, dtype="int64")
+        out = np.full(len(q), -1, dtype="int64")
+        if len(self._sorted):
+            i = np.minimum(np.searchsorted(self._sorted, q), len(self._sorted) - 1)
+            hit = self._sorted[i] == q
+            out[hit] = self._order[i[hit]]
+        if len(self._extra_keys):
+            j = pd.Index(self._extra_keys).get_indexer(q)
+            out[j >= 0] = self._extra_pos[j[j >= 0]]
+        return out
+
+    def add(self, keys: np.ndarray, positions: np.ndarray) -> None:
+        self._extra_keys = np.concatenate([self._extra_keys, keys])
+        self._extra_pos = np.concatenate([self._extra_pos, positions])
+        if len(self._extra_keys) > max(1024, len(self._sorted) // 8):
+            keys_all = np.concatenate([self._sorted, self._extra_keys])
+            pos_all = np.concatenate([self._order, self._extra_pos])
+            order = np.argsort(keys_all, kind="stable")
+            self._sorted, self._order = keys_all[order], pos_all[order]
+            self._extra_keys = self._extra_keys[:0]
+            self._extra_pos = self._extra_pos[:0]
 
 
 class FeatureBuilder:
@@ -108,7 +273,17 @@ class FeatureBuilder:
         self.use_text_score = text_score
         self.text_config = text_config or TextScoreConfig()
         self._as_of_arg = as_of
-        self.frame: pd.DataFrame | None = None
+        self._out: _Columns | None = None
+        self._frame_df: pd.DataFrame | None = None
+        self._issues_df: pd.DataFrame | None = None
+        self._comments_df: pd.DataFrame | None = None
+        self._iss: _Columns | None = None
+        self._com: _Columns | None = None
+        self._uid_lookup: _Lookup | None = None
+        self._cuid_lookup: _Lookup | None = None
+        self._cidx = None
+        self._repo_dtype = None
+        self._fetched_us = np.nan
         self.timings: dict[str, float] = {}
 
     @contextmanager
@@ -119,154 +294,259 @@ class FeatureBuilder:
         finally:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
+    @property
+    def _h_us(self) -> float:
+        return pd.Timedelta(days=self.horizon_days).value / 1000
+
     # ------------------------------------------------------------------ tables and derived columns
     def _derive_issues(self, df: pd.DataFrame) -> pd.DataFrame:
-        h_us = self.horizon_days * DAY_US
-        df["_rk"] = self._repos.encode(df["repo"].to_numpy(dtype=object))
-        df["_ak"] = self._authors.encode(_author_key(df["_rk"].to_numpy(), df["user_id"], df["user_login"],
-                                                     self._logins))
-        df["_uid"] = df["_rk"].to_numpy() * USER_BITS + df["id"].to_numpy()
-        df["_c"] = _us(df["created_at"])
-        df["_cl"] = _us(df["closed_at"])
-        df["_fs"] = _us(df["first_seen_at"])
-        dur = df["_cl"].to_numpy() - df["_c"].to_numpy()
-        df["_pos"] = ~np.isnan(dur) & (dur <= h_us)
-        df["_known"] = np.where(df["_pos"], df["_cl"], df["_c"] + h_us)
-        df["_capped"] = np.where(df["_pos"], dur, h_us) / DAY_US
-        df["_maint"] = df["author_association"].isin(MAINTAINER_ASSOCIATIONS).to_numpy(dtype=bool)
-        df["_t"] = df["_c"] + self.hours_after_creation * HOUR_US
-        df["_target"] = self.include_pull_requests | ~df["is_pull_request"].to_numpy()
+        h_us = self._h_us
+        rk = self._repos.encode(df["repo"])
+        c, cl, fs = _us(df["created_at"]), _us(df["closed_at"]), _us(df["first_seen_at"])
+        dur = cl - c
+        pos = ~np.isnan(dur) & (dur <= h_us)
+        derived = {
+            "_rk": rk,
+            "_ak": self._authors.encode(_author_key(rk, df["user_id"], df["user_login"], self._logins)),
+            "_uid": rk * USER_BITS + df["id"].to_numpy(),
+            "_c": c, "_cl": cl, "_fs": fs, "_pos": pos,
+            "_known": np.where(pos, cl, c + h_us),
+            "_capped": np.where(pos, dur, h_us) / DAY_US,
+            "_maint": _isin(df["author_association"], MAINTAINER_ASSOCIATIONS),
+            "_t": c + self.hours_after_creation * HOUR_US,
+            "_target": self.include_pull_requests | ~df["is_pull_request"].to_numpy(),
+            "_bot": _is_bot(df["user_login"], df["user_type"]),
+        }
+        for name, values in derived.items():
+            df[name] = values
         return df
 
     def _derive_comments(self, df: pd.DataFrame) -> pd.DataFrame:
-        df["_rk"] = self._repos.encode(df["repo"].to_numpy(dtype=object))
-        df["_ak"] = self._authors.encode(_author_key(df["_rk"].to_numpy(), df["user_id"], df["user_login"],
-                                                     self._logins))
-        df["_uid"] = df["_rk"].to_numpy() * USER_BITS + df["id"].to_numpy()
+        rk = self._repos.encode(df["repo"])
+        df["_rk"] = rk
+        df["_ak"] = self._authors.encode(_author_key(rk, df["user_id"], df["user_login"], self._logins))
+        df["_uid"] = rk * USER_BITS + df["id"].to_numpy()
         df["_ct"] = _us(df["created_at"])
-        df["_maint"] = df["author_association"].isin(MAINTAINER_ASSOCIATIONS).to_numpy(dtype=bool)
+        df["_maint"] = _isin(df["author_association"], MAINTAINER_ASSOCIATIONS)
         return df
+
+    def _issue_columns(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        n = len(df)
+        cols = {name: df[name].to_numpy() for name in ISSUE_NUMERIC}
+        for name in ("repo", "title", "body"):
+            cols[name] = _objects(df[name])
+        cols["labels"] = df["labels"].to_numpy(dtype=object) if "labels" in df else np.full(n, "[]", dtype=object)
+        cols["_refc"] = df["comments"].fillna(0).to_numpy(dtype="float64") if "comments" in df else np.zeros(n)
+        cols["_slot"] = np.full(n, -1, dtype="int64")  # set when the rows enter the result
+        return cols
+
+    @property
+    def issues(self) -> pd.DataFrame:
+        """The issues table (normalized, sorted, with derived columns); built from the column store on demand."""
+        if self._issues_df is None and self._iss is not None:
+            s = self._iss
+            data = {"repo": _strings(s["repo"], self._repo_dtype), "id": s["id"], "number": s["number"],
+                    "title": _strings(s["title"]), "body": _strings(s["body"]), "labels": s["labels"],
+                    "comments": s["_refc"], "is_pull_request": s["is_pull_request"],
+                    "created_at": _ts(_float_to_us(s["_c"])), "closed_at": _ts(_float_to_us(s["_cl"])),
+                    "first_seen_at": _ts(_float_to_us(s["_fs"]))}
+            data.update({name: s[name] for name in ISSUE_NUMERIC if name not in data})
+            data["_slot"] = s["_slot"]
+            self._issues_df = pd.DataFrame(data, copy=False)
+        return self._issues_df
+
+    @issues.setter
+    def issues(self, df: pd.DataFrame) -> None:
+        self._repo_dtype = df["repo"].dtype
+        self._iss = _Columns(self._issue_columns(df))
+        self._issues_df = df
+        self._uid_lookup = None
+        if "fetched_at" in df and df["fetched_at"].notna().any():
+            self._fetched_us = df["fetched_at"].max().value / 1000
+        else:
+            self._fetched_us = np.nan
+
+    @property
+    def comments(self) -> pd.DataFrame:
+        if self._comments_df is None and self._com is not None:
+            self._comments_df = pd.DataFrame({name: self._com[name] for name in COMMENT_NUMERIC}, copy=False)
+        return self._comments_df
+
+    @comments.setter
+    def comments(self, df: pd.DataFrame) -> None:
+        self._com = _Columns({name: df[name].to_numpy() for name in COMMENT_NUMERIC})
+        self._comments_df = df
+        self._cuid_lookup = None
+        self._cidx = None
 
     def _events(self, since: float | None = None) -> dict[str, tuple]:
         """Every event log as (keys, times, weights), optionally only events at or after `since`."""
-        iss, com = self.issues, self.comments
-        pr = iss["is_pull_request"].to_numpy()
-        rk, ak = iss["_rk"].to_numpy(), iss["_ak"].to_numpy()
-        c, cl, fs = iss["_c"].to_numpy(), iss["_cl"].to_numpy(), iss["_fs"].to_numpy()
-        known, pos, capped = iss["_known"].to_numpy(), iss["_pos"].to_numpy(), iss["_capped"].to_numpy()
-        one = np.ones(len(iss))
-        maint_seen = iss["_maint"].to_numpy()
-        crk, cak, ct = com["_rk"].to_numpy(), com["_ak"].to_numpy(), com["_ct"].to_numpy()
-        cmaint = com["_maint"].to_numpy().astype("float64")
+        s, cs = self._iss, self._com
+        if since is None:
+            rows, crows = slice(None), slice(None)
+        else:
+            c = s["_c"]
+            start = int(np.searchsorted(c, since - self._h_us - 1, side="left")) if self._c_sorted() else 0
+            late = (s["_cl"] >= since) | (s["_fs"] >= since)
+            late[start:] = True
+            rows = np.nonzero(late)[0]
+            crows = np.nonzero(cs["_ct"] >= since)[0]
+
+        def col(name):
+            return s[name][rows]
+
+        def ccol(name):
+            return cs[name][crows]
+
+        pr = col("is_pull_request")
+        issue = ~pr
+        rk, ak = col("_rk"), col("_ak")
+        c, cl, fs, known = col("_c"), col("_cl"), col("_fs"), col("_known")
+        pos, capped = col("_pos"), col("_capped")
+        n = len(c)
+        one = np.ones(n)
+        both = np.column_stack([issue, pr]).astype("float64")
+        crk, cak, ct = ccol("_rk"), ccol("_ak"), ccol("_ct")
+        m = len(ct)
         specs = {
-            "r_issue_created": (~pr, rk, c, one),
-            "r_issue_closed": (~pr, rk, cl, one),
-            "r_pr_created": (pr, rk, c, one),
-            "r_pr_closed": (pr, rk, cl, one),
-            "r_label": (~pr, rk, known, np.column_stack([one, pos, capped])),
-            "a_created": (np.ones(len(iss), bool), ak, c, np.column_stack([~pr, pr]).astype("float64")),
-            "a_issue_closed": (~pr, ak, cl, one),
-            "a_label": (~pr, ak, known, np.column_stack([one, pos])),
-            "a_seen": (maint_seen, ak, fs, one),
-            "r_comments": (np.ones(len(com), bool), crk, ct, np.ones(len(com))),
-            "a_comments": (np.ones(len(com), bool), cak, ct, np.column_stack([np.ones(len(com)), cmaint])),
+            "r_created": (None, rk, c, both),
+            "r_closed": (None, rk, cl, both),
+            "r_label": (issue, rk, known, lambda sel: np.column_stack([one[sel], pos[sel], capped[sel]])),
+            "a_created": (None, ak, c, both),
+            "a_issue_closed": (issue, ak, cl, one),
+            "a_label": (issue, ak, known, lambda sel: np.column_stack([one[sel], pos[sel]])),
+            "a_seen": (col("_maint"), ak, fs, one),
+            "r_comments": (None, crk, ct, np.ones(m)),
+            "a_comments": (None, cak, ct, lambda sel: np.column_stack([np.ones(int(sel.sum())),
+                                                                        ccol("_maint")[sel]])),
         }
         out = {}
         for name, (mask, keys, times, weights) in specs.items():
-            sel = mask & ~np.isnan(times)
+            sel = ~np.isnan(times)
+            if mask is not None:
+                sel &= mask
             if since is not None:
                 sel &= times >= since
-            w = np.asarray(weights, dtype="float64").reshape(len(times), weights.shape[1] if weights.ndim == 2 else 1)[sel]
+            if callable(weights):
+                w = weights(sel).astype("float64")
+            else:
+                w = weights[sel]
+                w = w.reshape(len(w), weights.shape[1] if weights.ndim == 2 else 1)
             out[name] = (keys[sel], times[sel].astype("int64"), w)
         return out
+
+    def _c_sorted(self) -> bool:
+        c = self._iss["_c"]
+        return len(c) < 2 or bool((c[1:] >= c[:-1]).all())
 
     def _load(self, issues: pd.DataFrame, comments: pd.DataFrame | None) -> None:
         self._repos, self._authors, self._logins = KeyCoder(), KeyCoder(), KeyCoder()
         with self._timed("load"):
             self.issues = self._derive_issues(normalize_issues(issues))
-            self.comments = self._derive_comments(normalize_comments(comments))
+            self.comments = self._derive_comments(normalize_comments(comments, sort=False))
             self.as_of = self._resolve_as_of(self._as_of_arg)
         with self._timed("event_logs"):
             self.indexes = {name: EventIndex(*ev) for name, ev in self._events().items()}
         with self._timed("text_score"):
-            self._X = hash_texts(self.issues["title"], self.issues["body"], self.text_config) \
+            self._X = hash_texts(pd.Series(self._iss["title"]), pd.Series(self._iss["body"]), self.text_config) \
                 if self.use_text_score else None
 
     def _resolve_as_of(self, as_of) -> pd.Timestamp:
         if as_of is None:
-            return snapshot_time(self.issues)
+            if not np.isnan(self._fetched_us):
+                return pd.Timestamp(int(self._fetched_us * 1000), tz="UTC")
+            s = self._iss
+            events = np.concatenate([s["_c"], s["_cl"]])
+            events = events[~np.isnan(events)]
+            if len(events):
+                return pd.Timestamp(int(events.max() * 1000), tz="UTC")
+            return pd.Timestamp.max.tz_localize("UTC")
         ts = pd.Timestamp(as_of)
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
     # ------------------------------------------------------------------ which rows exist
     def _target_mask(self) -> np.ndarray:
-        iss = self.issues
-        mask = iss["_target"].to_numpy().copy()
+        s = self._iss
+        mask = s["_target"].copy()
         if self.hours_after_creation > 0:
-            t, cl = iss["_t"].to_numpy(), iss["_cl"].to_numpy()
+            t, cl = s["_t"], s["_cl"]
             mask &= np.isnan(cl) | (cl > t)
             mask &= t <= self.as_of.value / 1000
         return mask
 
     # ------------------------------------------------------------------ features for chosen rows
     def _features(self, rows: np.ndarray) -> pd.DataFrame:
-        with self._timed("history"):
-            iss = self.issues.iloc[rows]
-            t = iss["_t"].to_numpy()
-            f = self._history(iss)
-            f.update(self._activity(iss, t))
-        with self._timed("text"):
-            f.update(text_columns(iss["title"], iss["body"]))
-        with self._timed("text_score"):
-            f["text_score"] = self._text_score(rows, t) if self.use_text_score else np.full(len(rows), np.nan)
-        with self._timed("assemble"):
-            created_at = iss["created_at"].reset_index(drop=True)
-            columns = {
-                "repo": iss["repo"].reset_index(drop=True), "id": iss["id"].to_numpy(),
-                "number": iss["number"].to_numpy(), "created_at": created_at,
-                "prediction_time": (created_at + pd.Timedelta(hours=self.hours_after_creation)).astype(TS),
-            }
-            columns.update({name: f[name] for name in FEATURE_NAMES})
-        with self._timed("reference"):
-            columns.update(reference_columns(iss))
-        with self._timed("assemble"):
-            return pd.DataFrame(columns)
+        return pd.DataFrame(self._wrap(self._feature_arrays(np.asarray(rows))), copy=False)
 
-    def _history(self, iss: pd.DataFrame) -> dict[str, np.ndarray]:
+    def _wrap(self, cols: dict) -> dict:
+        """Raw output arrays -> pandas column arrays (no copies)."""
+        out = dict(cols)
+        out["repo"] = _strings(cols["repo"], self._repo_dtype)
+        for name in ("created_at", "prediction_time", "label_known_at"):
+            if name in cols:
+                out[name] = _ts(cols[name])
+        if "_lv" in cols:
+            del out["_lv"], out["_lm"]
+            out["closed_within_7d"] = pd.arrays.BooleanArray(cols["_lv"], cols["_lm"])
+            out["label_known_at"] = out.pop("label_known_at")
+        return out
+
+    def _feature_arrays(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        s = self._iss
+        full = len(rows) == s.n and (len(rows) == 0 or (rows[0] == 0 and rows[-1] == s.n - 1))
+
+        def g(name):
+            return s[name] if full else s[name][rows]
+
+        n = len(rows)
+        with self._timed("history"):
+            t = g("_t")
+            f = self._history(g, t)
+            f.update(self._activity(g, t))
+        with self._timed("text"):
+            f.update(text_columns(pd.Series(g("title"), dtype=object), pd.Series(g("body"), dtype=object)))
+        with self._timed("text_score"):
+            f["text_score"] = self._text_score(rows, t) if self.use_text_score else np.full(n, np.nan)
+        with self._timed("assemble"):
+            c = g("_c").astype("int64")
+            own = (lambda name: g(name).copy()) if full else g  # the result never aliases the input
+            cols = {"repo": own("repo"), "id": own("id"), "number": own("number"), "created_at": c,
+                    "prediction_time": c + pd.Timedelta(hours=self.hours_after_creation).value // 1000}
+            cols.update({name: f[name] for name in FEATURE_NAMES})
+        with self._timed("reference"):
+            labels = label_columns(pd.Series(g("labels"), dtype=object))
+            ref = {"ref_title_length": f["title_length"], "ref_body_length": f["body_length"],
+                   "ref_label_count": labels["ref_label_count"], "ref_has_bug_label": labels["ref_has_bug_label"],
+                   "ref_hour": f["created_hour"], "ref_comment_count": g("_refc")}
+            cols.update({name: ref[name] for name in REFERENCE_NAMES})
+        return cols
+
+    def _history(self, g, t: np.ndarray) -> dict[str, np.ndarray]:
         ix = self.indexes
-        rk, ak = iss["_rk"].to_numpy(), iss["_ak"].to_numpy()
-        t = iss["_t"].to_numpy()
+        rk, ak = g("_rk"), g("_ak")
         ti = t.astype("int64")
-        c, cl, known = iss["_c"].to_numpy(), iss["_cl"].to_numpy(), iss["_known"].to_numpy()
-        pos, capped = iss["_pos"].to_numpy(), iss["_capped"].to_numpy()
-        pr = iss["is_pull_request"].to_numpy()
+        c, cl, known = g("_c"), g("_cl"), g("_known")
+        pos, capped = g("_pos"), g("_capped")
+        pr = g("is_pull_request")
         issue = ~pr
         has_author = ak >= 0
+        n = len(t)
+        t_sorted = n < 2 or bool((t[1:] >= t[:-1]).all())
+        by_author = _key_order(ak, t, t_sorted)
+        by_repo = _key_order(rk, t, t_sorted)
 
-        by_author = np.lexsort((t, ak))
-        by_repo = np.lexsort((t, rk))
-
-        def sums(name, times, inclusive=True):
+        def sums(name, times):
             keys, order = (rk, by_repo) if name.startswith("r_") else (ak, by_author)
-            return ix[name].sums(keys, times, inclusive, order)
+            return ix[name].sums(keys, times, True, order)
 
         def within(own_time, width_us):
-            return (own_time <= t) & (own_time > t - width_us) if width_us else own_time <= t
-
-        def window(name, width_us, own_time, own_mask, col=0):
-            total = sums(name, ti)[:, col]
-            if width_us:
-                total = total - sums(name, ti - width_us)[:, col]
-            return total - (own_mask & within(own_time, width_us))
+            return (own_time <= t) & (own_time > t - width_us)
 
         f: dict[str, np.ndarray] = {}
         # author
         own_issue_a = issue & has_author
         f["author_unknown"] = (~has_author).astype("float64")
-        login = pa.array(iss["user_login"].to_numpy(dtype=object, na_value=None), type=pa.string())
-        bot_login = pc.fill_null(pc.ends_with(pc.utf8_lower(login), "[bot]"), False).to_numpy(zero_copy_only=False)
-        f["author_is_bot"] = (bot_login | (iss["user_type"] == "Bot").fillna(False).to_numpy(dtype=bool)) \
-            .astype("float64")
+        f["author_is_bot"] = g("_bot").astype("float64")
         created = sums("a_created", ti)
         f["author_prior_issues"] = created[:, 0] - own_issue_a
         f["author_prior_prs"] = created[:, 1] - (pr & has_author)
@@ -281,70 +561,110 @@ class FeatureBuilder:
         f["author_days_since_first"] = np.where(first < c, (t - first) / DAY_US, np.nan)
         last = ix["a_created"].last_time(ak, c.astype("int64"), inclusive=False, order=by_author)
         f["author_days_since_last"] = (t - last) / DAY_US
-        f["author_issues_24h"] = window("a_created", DAY_US, c, own_issue_a)
+        f["author_issues_24h"] = created[:, 0] - sums("a_created", ti - DAY_US)[:, 0] \
+            - (own_issue_a & within(c, DAY_US))
         comments = sums("a_comments", ti)
         f["author_prior_comments"] = comments[:, 0]
         seen = sums("a_seen", ti)[:, 0]
         f["author_maintainer_known"] = ((comments[:, 1] + seen) > 0).astype("float64")
-        for name in [n for n in f if n.startswith("author_") and n not in ("author_unknown", "author_is_bot")]:
+        for name in [k for k in f if k.startswith("author_") and k not in ("author_unknown", "author_is_bot")]:
             if name.startswith("author_days") or name.endswith("_rate"):
                 f[name] = np.where(has_author, f[name], np.nan)
             else:
                 f[name] = np.where(has_author, f[name], 0.0)
         # repository
-        f["repo_code"] = repo_code(iss["repo"])
-        opened = sums("r_issue_created", ti)[:, 0] - issue
-        closed = sums("r_issue_closed", ti)[:, 0] - (issue & (cl <= t))
-        f["repo_open_issues"] = opened - closed
-        pr_opened = sums("r_pr_created", ti)[:, 0] - pr
-        pr_closed = sums("r_pr_closed", ti)[:, 0] - (pr & (cl <= t))
-        f["repo_open_prs"] = pr_opened - pr_closed
-        f["repo_issues_opened_24h"] = window("r_issue_created", DAY_US, c, issue)
-        f["repo_issues_opened_7d"] = window("r_issue_created", 7 * DAY_US, c, issue)
-        f["repo_issues_opened_30d"] = window("r_issue_created", 30 * DAY_US, c, issue)
-        f["repo_issues_closed_7d"] = window("r_issue_closed", 7 * DAY_US, cl, issue)
-        f["repo_issues_closed_30d"] = window("r_issue_closed", 30 * DAY_US, cl, issue)
-        f["repo_prs_opened_7d"] = window("r_pr_created", 7 * DAY_US, c, pr)
+        f["repo_code"] = repo_code(g("repo"))
+        opened = sums("r_created", ti)
+        shut = sums("r_closed", ti)
+        own_closed = cl <= t
+        f["repo_open_issues"] = (opened[:, 0] - issue) - (shut[:, 0] - (issue & own_closed))
+        f["repo_open_prs"] = (opened[:, 1] - pr) - (shut[:, 1] - (pr & own_closed))
+        opened_24h = opened - sums("r_created", ti - DAY_US)
+        opened_7d = opened - sums("r_created", ti - 7 * DAY_US)
+        opened_30d = opened - sums("r_created", ti - 30 * DAY_US)
+        f["repo_issues_opened_24h"] = opened_24h[:, 0] - (issue & within(c, DAY_US))
+        f["repo_issues_opened_7d"] = opened_7d[:, 0] - (issue & within(c, 7 * DAY_US))
+        f["repo_issues_opened_30d"] = opened_30d[:, 0] - (issue & within(c, 30 * DAY_US))
+        f["repo_issues_closed_7d"] = (shut[:, 0] - sums("r_closed", ti - 7 * DAY_US)[:, 0]) \
+            - (issue & within(cl, 7 * DAY_US))
+        f["repo_issues_closed_30d"] = (shut[:, 0] - sums("r_closed", ti - 30 * DAY_US)[:, 0]) \
+            - (issue & within(cl, 30 * DAY_US))
+        f["repo_prs_opened_7d"] = opened_7d[:, 1] - (pr & within(c, 7 * DAY_US))
         f["repo_burst_ratio"] = f["repo_issues_opened_24h"] * 30.0 / (f["repo_issues_opened_30d"] + 1.0)
-        lab_all = sums("r_label", ti)
-        own_l = issue & (known <= t)
-        lab_all = lab_all - own_l[:, None] * np.column_stack([np.ones(len(t)), pos, capped])
-        lab_old = sums("r_label", ti - 90 * DAY_US)
-        own_old = issue & (known <= t - 90 * DAY_US)
-        lab_old = lab_old - own_old[:, None] * np.column_stack([np.ones(len(t)), pos, capped])
+        own_w = np.column_stack([np.ones(n), pos, capped])
+        lab_all = sums("r_label", ti) - (issue & (known <= t))[:, None] * own_w
+        lab_old = sums("r_label", ti - 90 * DAY_US) - (issue & (known <= t - 90 * DAY_US))[:, None] * own_w
         lab90 = lab_all - lab_old
         f["repo_labelled_issues"] = lab_all[:, 0]
         f["repo_closed_7d_rate"] = _ratio(lab_all[:, 1], lab_all[:, 0])
         f["repo_closed_7d_rate_90d"] = _ratio(lab90[:, 1], lab90[:, 0])
         f["repo_capped_close_days_90d"] = _ratio(lab90[:, 2], lab90[:, 0])
-        f["repo_comments_7d"] = window("r_comments", 7 * DAY_US, c, np.zeros(len(t), bool))
-        first_item = np.fmin(ix["r_issue_created"].first_time(rk), ix["r_pr_created"].first_time(rk))
-        f["repo_age_days"] = (t - first_item) / DAY_US
+        f["repo_comments_7d"] = (sums("r_comments", ti) - sums("r_comments", ti - 7 * DAY_US))[:, 0]
+        f["repo_age_days"] = (t - ix["r_created"].first_time(rk)) / DAY_US
         # calendar
-        f["created_hour"] = iss["created_at"].dt.hour.to_numpy(dtype="float64")
-        f["created_dow"] = iss["created_at"].dt.dayofweek.to_numpy(dtype="float64")
+        day_us = _float_to_us(c) // 1_000_000 // 86_400
+        f["created_hour"] = ((_float_to_us(c) // 3_600_000_000) % 24).astype("float64")
+        f["created_dow"] = ((day_us + 3) % 7).astype("float64")
         return f
 
-    def _activity(self, iss: pd.DataFrame, t: np.ndarray) -> dict[str, np.ndarray]:
-        n = len(iss)
-        rows = pd.DataFrame({"_row": np.arange(n), "_rk": iss["_rk"].to_numpy(), "number": iss["number"].to_numpy(),
-                             "_t": t, "_c": iss["_c"].to_numpy(), "_ak": iss["_ak"].to_numpy()})
-        com = self.comments[["_rk", "issue_number", "_ak", "_ct", "_maint"]].rename(
-            columns={"issue_number": "number", "_ak": "_cak"})
-        m = rows.merge(com, on=["_rk", "number"], how="inner")
-        m = m.loc[m["_ct"].to_numpy() <= m["_t"].to_numpy()]
-        by_author = (m["_cak"].to_numpy() == m["_ak"].to_numpy()) & (m["_ak"].to_numpy() >= 0)
-        others = m.loc[~by_author]
-        counts = np.bincount(m["_row"], minlength=n).astype("float64")
-        author_counts = np.bincount(m.loc[by_author, "_row"], minlength=n).astype("float64")
-        participants = np.bincount(others.drop_duplicates(["_row", "_cak"])["_row"], minlength=n).astype("float64")
+    def _comment_index(self):
+        """Comments sorted by their issue key (repo code, issue number); later appends form a small tail."""
+        if self._cidx is None:
+            cs = self._com
+            key = cs["_rk"] * ISSUE_KEY_BITS + cs["issue_number"]
+            order = np.argsort(key, kind="stable")
+            self._cidx = (key[order], order, cs.n)
+        return self._cidx
+
+    def _comments_of(self, rk: np.ndarray, number: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, comment position) pairs for every comment on the given rows' issues."""
+        skeys, order, n0 = self._comment_index()
+        cs = self._com
+        rkey = rk * ISSUE_KEY_BITS + number
+        qorder = np.argsort(rkey, kind="stable")
+        qs = rkey[qorder]
+        lo = np.searchsorted(skeys, qs, side="left")
+        lens = np.searchsorted(skeys, qs, side="right") - lo
+        row = np.repeat(qorder, lens)
+        cpos = order[_ranges(lo, lens)]
+        if cs.n > n0:
+            dk = cs["_rk"][n0:] * ISSUE_KEY_BITS + cs["issue_number"][n0:]
+            lo2 = np.searchsorted(qs, dk, side="left")
+            lens2 = np.searchsorted(qs, dk, side="right") - lo2
+            row = np.concatenate([row, qorder[_ranges(lo2, lens2)]])
+            cpos = np.concatenate([cpos, n0 + np.repeat(np.arange(len(dk)), lens2)])
+        return row, cpos
+
+    def _activity(self, g, t: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(t)
+        c, ak = g("_c"), g("_ak")
+        counts = np.zeros(n)
+        author_counts = np.zeros(n)
+        participants = np.zeros(n)
         first = np.full(n, np.nan)
-        g = others.groupby("_row")["_ct"].min()
-        first[g.index.to_numpy()] = g.to_numpy()
         first_m = np.full(n, np.nan)
-        gm = others.loc[others["_maint"]].groupby("_row")["_ct"].min()
-        first_m[gm.index.to_numpy()] = gm.to_numpy()
-        c = rows["_c"].to_numpy()
+        if self._com.n and n:
+            row, cpos = self._comments_of(g("_rk"), g("number"))
+            ct = self._com["_ct"][cpos]
+            ok = ct <= t[row]
+            row, cpos, ct = row[ok], cpos[ok], ct[ok]
+            cak = self._com["_ak"][cpos]
+            own_ak = ak[row]
+            by_author = (cak == own_ak) & (own_ak >= 0)
+            counts = np.bincount(row, minlength=n).astype("float64")
+            author_counts = np.bincount(row[by_author], minlength=n).astype("float64")
+            other = ~by_author
+            orow, oct, ocak = row[other], ct[other], cak[other]
+            width = int(ocak.max()) + 2 if len(ocak) else 1
+            pairs = np.unique(orow * width + (ocak + 1))
+            participants = np.bincount(pairs // width, minlength=n).astype("float64")
+            first = np.full(n, np.inf)
+            np.minimum.at(first, orow, oct)
+            m = self._com["_maint"][cpos][other]
+            first_m = np.full(n, np.inf)
+            np.minimum.at(first_m, orow[m], oct[m])
+            first[np.isinf(first)] = np.nan
+            first_m[np.isinf(first_m)] = np.nan
         return {
             "hours_observed": np.full(n, self.hours_after_creation),
             "comments_so_far": counts,
@@ -355,29 +675,76 @@ class FeatureBuilder:
         }
 
     def _text_score(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
-        iss = self.issues
-        docs = iss["_target"].to_numpy()
-        known = iss["_known"].to_numpy().copy()
+        s = self._iss
+        docs = s["_target"]
+        known = s["_known"].copy()
         as_of_us = self.as_of.value / 1000
         known[~docs | (known > as_of_us)] = np.nan
-        return text_scores(self._X, iss["_pos"].to_numpy(), known, t.astype("int64"), rows, self.text_config)
+        return text_scores(self._X, s["_pos"], known, t.astype("int64"), rows, self.text_config)
 
-    # ------------------------------------------------------------------ labels and assembly
+    # ------------------------------------------------------------------ labels and the result store
+    def _label_arrays(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positive, unknown mask, label_known_at us) at as_of for table rows."""
+        s = self._iss
+        c, cl = s["_c"][rows], s["_cl"][rows]
+        a = self.as_of.value / 1000
+        h = self._h_us
+        closed = np.where(cl <= a, cl, np.nan)
+        positive = (closed - c) <= h
+        known_at = np.where(positive, closed, c + h)
+        known = known_at <= a
+        at = np.full(len(c), NAT, dtype="int64")
+        at[known] = known_at[known].astype("int64")
+        return positive & known, ~known, at
+
+    def _install(self, rows: np.ndarray, cols: dict[str, np.ndarray], target: np.ndarray) -> None:
+        """Make `cols` (feature arrays of table rows `rows`, in table order) the result; labels at as_of."""
+        lv, lm, at = self._label_arrays(rows)
+        cols = dict(cols)
+        cols["_lv"], cols["_lm"], cols["label_known_at"] = lv, lm, at
+        self._out = _Columns(cols)
+        self._frame_df = None
+        self._after_reorder(target)
+
+    def _after_reorder(self, target: np.ndarray) -> None:
+        s = self._iss
+        s.replace("_slot", np.where(target, np.cumsum(target) - 1, -1))
+        self._in_frame = target.copy()
+        cl = s["_cl"]
+        self._future = np.nonzero(cl > self.as_of.value / 1000)[0]
+
+    def _install_frame(self, frame: pd.DataFrame, target: np.ndarray) -> None:
+        cols = {"repo": _objects(frame["repo"]), "id": frame["id"].to_numpy(), "number": frame["number"].to_numpy(),
+                "created_at": frame["created_at"].array.asi8, "prediction_time": frame["prediction_time"].array.asi8}
+        for name in FEATURE_NAMES + REFERENCE_NAMES:
+            cols[name] = frame[name].to_numpy(dtype="float64")
+        label = frame["closed_within_7d"]
+        cols["_lv"] = label.to_numpy(dtype=bool, na_value=False)
+        cols["_lm"] = label.isna().to_numpy()
+        cols["label_known_at"] = frame["label_known_at"].array.asi8
+        self._out = _Columns(cols)
+        self._after_reorder(target)
+        self._frame_df = frame
+
+    @property
+    def frame(self) -> pd.DataFrame | None:
+        """The current result. Built on demand from the result columns; it shares their memory, so a frame
+        kept across an update() sees the patched rows (copy it to keep a snapshot)."""
+        if self._frame_df is None and self._out is not None:
+            o = self._out
+            cols = {name: o[name] for name in o.names()}
+            self._frame_df = pd.DataFrame(self._wrap(cols), copy=False)
+        return self._frame_df
+
     def _labels(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Labels at as_of. `frame` holds exactly the target rows, in the issues table's order."""
         target = self._target_mask()
-        ids = self.issues["id"].to_numpy()[target]
+        ids = self._iss["id"][target]
         if len(ids) != len(frame) or not (ids == frame["id"].to_numpy()).all():
             raise AssertionError("feature rows out of step with the issues table")
-        created = frame["created_at"]
-        closed = pd.Series(self.issues["closed_at"].array[target], index=frame.index).astype(TS)
-        closed = closed.where(closed <= self.as_of)
-        h = pd.Timedelta(days=self.horizon_days)
-        positive = closed.notna() & (closed - created <= h)
-        known_at = closed.where(positive, created + h)
-        label, known = apply_as_of(positive, known_at, self.as_of)
-        frame["closed_within_7d"] = label
-        frame["label_known_at"] = known.astype(TS)
+        lv, lm, at = self._label_arrays(np.nonzero(target)[0])
+        frame["closed_within_7d"] = pd.arrays.BooleanArray(lv, lm)
+        frame["label_known_at"] = _ts(at)
         return frame
 
     def _assemble(self, recompute: np.ndarray, previous: pd.DataFrame | None) -> pd.DataFrame:
@@ -386,7 +753,8 @@ class FeatureBuilder:
         with self._timed("assemble"):
             carry = self._target_mask() & ~recompute
             if previous is not None and carry.any():
-                target = self.issues.loc[carry, ["repo", "id"]]
+                target = pd.DataFrame({"repo": _strings(self._iss["repo"][carry], self._repo_dtype),
+                                       "id": self._iss["id"][carry]})
                 carried = previous.merge(target, on=["repo", "id"], how="inner")[list(fresh.columns)]
                 fresh = pd.concat([carried, fresh], ignore_index=True) if len(fresh) else carried
                 fresh = fresh.sort_values(["created_at", "repo", "id"], kind="stable").reset_index(drop=True)
@@ -395,10 +763,13 @@ class FeatureBuilder:
     # ------------------------------------------------------------------ public
     def fit(self, issues: pd.DataFrame, comments: pd.DataFrame | None = None) -> pd.DataFrame:
         self._load(issues, comments)
-        self.frame = self._assemble(self._target_mask(), None)
-        self._in_frame = self._target_mask()
-        self._uid_index = None
-        return self.frame
+        target = self._target_mask()
+        rows = np.nonzero(target)[0]
+        self.last_recomputed = len(rows)
+        cols = self._feature_arrays(rows)
+        with self._timed("assemble"):
+            self._install(rows, cols, target)
+            return self.frame
 
     def recompute_since(self, previous: pd.DataFrame, changed_since) -> pd.DataFrame:
         since = pd.Timestamp(changed_since)
@@ -406,158 +777,209 @@ class FeatureBuilder:
         target = self._target_mask()
         known = pd.MultiIndex.from_arrays([previous["repo"], previous["id"]])
         seen = pd.MultiIndex.from_arrays([self.issues["repo"], self.issues["id"]]).isin(known)
-        recompute = target & ((self.issues["_t"].to_numpy() >= since.value / 1000) | ~seen)
-        self.frame = self._assemble(recompute, previous)
+        recompute = target & ((self._iss["_t"] >= since.value / 1000) | ~seen)
+        self._install_frame(self._assemble(recompute, previous), target)
         return self.frame
 
     def update(self, changed_issues: pd.DataFrame, new_comments: pd.DataFrame | None = None,
                as_of=None) -> pd.DataFrame:
-        if self.frame is None:
+        if self._out is None:
             raise RuntimeError("call fit() before update()")
         with self._timed("update_tables"):
             changed = self._derive_issues(normalize_issues(changed_issues))
-            comments = self._derive_comments(normalize_comments(new_comments))
-            pos = self._issue_index().get_indexer(changed["_uid"].to_numpy())
-            since, own_uids = self._earliest_change(changed, pos, comments)
-            fast = self._upsert_issues(changed, pos)
+            comments = self._derive_comments(normalize_comments(new_comments, sort=False))
+            cols = self._issue_columns(changed)
+            pos = self._issue_lookup().get(cols["_uid"])
+            since, own_uids = self._earliest_change(cols, pos, comments)
+            old_as_of = self.as_of.value / 1000
+            fast = self._upsert_issues(changed, cols, pos)
             if len(comments):
                 self._upsert_comments(comments)
+            if "fetched_at" in changed and changed["fetched_at"].notna().any():
+                self._fetched_us = np.fmax(self._fetched_us, changed["fetched_at"].max().value / 1000)
             self.as_of = self._resolve_as_of(as_of if as_of is not None else self._as_of_arg)
         with self._timed("event_logs"):
             if np.isfinite(since):
                 for name, ev in self._events(since).items():
                     self.indexes[name].replace_from(int(since), *ev)
-        target = self._target_mask()
-        t = self.issues["_t"].to_numpy()
-        uids = self.issues["_uid"].to_numpy()
-        own = np.isin(uids, own_uids) if len(own_uids) else np.zeros(len(uids), bool)
-        recompute = target & ((t >= since) | ~self._in_frame | own)
-        if fast and self.hours_after_creation == 0:
-            self.frame = self._patch_frame(recompute, target)
+        self._issues_df = None
+        if fast is not None and self.hours_after_creation == 0:
+            self._patch(since, fast, old_as_of)
         else:
-            self.frame = self._assemble(recompute, self.frame)
-        self._in_frame = target
+            target = self._target_mask()
+            uids = self._iss["_uid"]
+            own = np.isin(uids, own_uids) if len(own_uids) else np.zeros(len(uids), bool)
+            recompute = target & ((self._iss["_t"] >= since) | ~self._in_frame | own)
+            self._install_frame(self._assemble(recompute, self.frame), target)
         return self.frame
 
-    def _issue_index(self) -> pd.Index:
-        if self._uid_index is None:
-            self._uid_index = pd.Index(self.issues["_uid"].to_numpy())
-        return self._uid_index
+    def _issue_lookup(self) -> _Lookup:
+        if self._uid_lookup is None:
+            self._uid_lookup = _Lookup(self._iss["_uid"])
+        return self._uid_lookup
 
-    def _upsert_issues(self, changed: pd.DataFrame, pos: np.ndarray) -> bool:
-        """Put the changed rows in the table. True when it could be done in place plus an append."""
+    def _comment_lookup(self) -> _Lookup:
+        if self._cuid_lookup is None:
+            self._cuid_lookup = _Lookup(self._com["_uid"])
+        return self._cuid_lookup
+
+    def _upsert_issues(self, changed: pd.DataFrame, cols: dict, pos: np.ndarray):
+        """Put the changed rows in the table. In place plus an append of newer issues (a daily sync) returns
+        the positions the upsert touched; anything else re-sorts the table and returns None."""
+        s = self._iss
         exists = pos >= 0
-        old_c = self.issues["_c"].to_numpy()
-        new_c = changed["_c"].to_numpy()
+        where = pos[exists]
+        old_c = s["_c"]
         last = old_c[-1] if len(old_c) else -np.inf
-        fresh = changed.loc[~exists]
-        fast = bool((old_c[pos[exists]] == new_c[exists]).all()) and \
-            (len(fresh) == 0 or (fresh["_c"].min() > last and fresh["_c"].is_unique))
+        new_c = cols["_c"]
+        fast = bool((old_c[where] == new_c[exists]).all()) \
+            and bool((s["_target"][where] == cols["_target"][exists]).all()) \
+            and (exists.all() or new_c[~exists].min() > last)
         hashed = None
         if self.use_text_score:
             with self._timed("text_score"):
                 hashed = hash_texts(changed["title"], changed["body"], self.text_config)
         if fast:
-            # Same creation time, same place: overwrite in place; newer issues go at the end.
-            where = pos[exists]
             if len(where):
-                for j, col in enumerate(self.issues.columns):
-                    self.issues.iloc[where, j] = changed[col].to_numpy()[exists]
-            if len(fresh):
-                self.issues = pd.concat([self.issues, fresh], ignore_index=True)
-                self._uid_index = self._issue_index().append(pd.Index(fresh["_uid"].to_numpy()))
-                self._in_frame = np.concatenate([self._in_frame, np.zeros(len(fresh), bool)])
+                s.put(where, {k: v[exists] for k, v in cols.items() if k != "_slot"})
+            n_old = s.n
+            fresh = ~exists
+            if fresh.any():
+                s.append({k: v[fresh] for k, v in cols.items()})
+                self._issue_lookup().add(cols["_uid"][fresh], np.arange(n_old, s.n))
+                self._in_frame = np.concatenate([self._in_frame, np.zeros(int(fresh.sum()), bool)])
             if hashed is not None:
-                n_old = self._X.shape[0]
-                take = np.arange(n_old + len(fresh))
+                take = np.arange(s.n)
                 take[where] = n_old + np.nonzero(exists)[0]
-                take[n_old:] = n_old + np.nonzero(~exists)[0]
+                take[n_old:] = n_old + np.nonzero(fresh)[0]
                 self._X = sp.vstack([self._X, hashed], format="csr")[take]
-            return True
-        replaced = np.zeros(len(self.issues), bool)
-        replaced[pos[exists]] = True
-        merged = pd.concat([self.issues.loc[~replaced], changed], ignore_index=True)
+            return np.concatenate([where, np.arange(n_old, s.n)])
+        current = self.issues
+        replaced = np.zeros(len(current), bool)
+        replaced[where] = True
+        merged = pd.concat([current.loc[~replaced], changed], ignore_index=True)
         # (created_at, repo name, id): the order normalize_issues gives a full table.
         names = np.asarray(self._repos._index.astype(str))
         rank = np.empty(len(names), dtype="int64")
         rank[np.argsort(names, kind="stable")] = np.arange(len(names))
         order = np.lexsort((merged["id"].to_numpy(), rank[merged["_rk"].to_numpy()], merged["_c"].to_numpy()))
         in_frame = np.concatenate([self._in_frame[~replaced], np.zeros(len(changed), bool)])
-        self._in_frame = in_frame[order]
+        fetched = self._fetched_us
         self.issues = merged.iloc[order].reset_index(drop=True)
-        self._uid_index = None
+        self._fetched_us = fetched
+        self._in_frame = in_frame[order]
         if hashed is not None:
             self._X = sp.vstack([self._X[np.nonzero(~replaced)[0]], hashed], format="csr")[order]
-        return False
+        return None
 
     def _upsert_comments(self, comments: pd.DataFrame) -> None:
-        hit = pd.Index(self.comments["_uid"].to_numpy()).get_indexer(comments["_uid"].to_numpy())
-        kept = self.comments
-        if (hit >= 0).any():
-            gone = np.zeros(len(self.comments), bool)
-            gone[hit[hit >= 0]] = True
-            kept = self.comments.loc[~gone]
-        self.comments = pd.concat([kept, comments], ignore_index=True)
+        cols = {name: comments[name].to_numpy() for name in COMMENT_NUMERIC}
+        cs = self._com
+        hit = self._comment_lookup().get(cols["_uid"])
+        exists = hit >= 0
+        if exists.any():
+            where = hit[exists]
+            moved = (cs["_rk"][where] != cols["_rk"][exists]) | \
+                (cs["issue_number"][where] != cols["issue_number"][exists])
+            cs.put(where, {k: v[exists] for k, v in cols.items()})
+            if moved.any():
+                self._cidx = None
+        if (~exists).any():
+            n_old = cs.n
+            cs.append({k: v[~exists] for k, v in cols.items()})
+            self._comment_lookup().add(cols["_uid"][~exists], np.arange(n_old, cs.n))
+        self._comments_df = None
 
-    def _patch_frame(self, recompute: np.ndarray, target: np.ndarray) -> pd.DataFrame:
-        """Frame rows follow the table's target rows: overwrite the recomputed ones, append the new ones."""
-        frame = self.frame
-        n_old = len(frame)
-        slot = np.cumsum(target) - 1
-        self.last_recomputed = int(recompute.sum())
-        rows = np.nonzero(recompute)[0]
-        fresh = self._features(rows)
+    def _patch(self, since: float, touched: np.ndarray, old_as_of: float) -> None:
+        """Fast path of update(): recompute the rows at or after `since` and the touched ones, append new
+        result rows, and relabel only the rows whose label can have moved. O(changes) plus O(log n)."""
+        s, o = self._iss, self._out
+        n = s.n
+        c = s["_c"]
+        start = int(np.searchsorted(c, since, side="left")) if np.isfinite(since) else n
+        target = s["_target"]
+        rows = np.union1d(np.arange(start, n), touched).astype("int64")
+        rows = rows[target[rows]]
+        slot = s["_slot"]
+        new = rows[slot[rows] < 0]
+        if len(new):
+            s.put(new, {"_slot": o.n + np.arange(len(new))})
+            self._in_frame[new] = True
+        self.last_recomputed = len(rows)
+        cols = self._feature_arrays(rows)
         with self._timed("assemble"):
-            at = slot[rows]
-            inside = at < n_old
-            if inside.any():
-                for col in fresh.columns:
-                    frame.iloc[at[inside], frame.columns.get_loc(col)] = fresh[col].to_numpy()[inside]
-            if (~inside).any():
-                tail = fresh.loc[~inside]
-                frame = pd.DataFrame({col: _append(frame[col], tail[col]) for col in fresh.columns})
-            return self._labels(frame)
+            lv, lm, at = self._label_arrays(rows)
+            cols["_lv"], cols["_lm"], cols["label_known_at"] = lv, lm, at
+            at_slot = slot[rows]
+            is_new = np.isin(rows, new)
+            if (~is_new).any():
+                o.put(at_slot[~is_new], {k: v[~is_new] for k, v in cols.items()})
+            if is_new.any():
+                o.append({k: v[is_new] for k, v in cols.items()})
+            self._relabel(old_as_of, touched, rows)
+            self._frame_df = None
 
-    def _earliest_change(self, changed: pd.DataFrame, pos: np.ndarray,
-                         comments: pd.DataFrame) -> tuple[float, np.ndarray]:
+    def _relabel(self, old_as_of: float, touched: np.ndarray, done: np.ndarray) -> None:
+        s, o = self._iss, self._out
+        a = self.as_of.value / 1000
+        target = s["_target"]
+        if a < old_as_of:
+            rows = np.nonzero(target)[0]
+            self._future = np.nonzero(s["_cl"] > a)[0]
+        else:
+            c, cl = s["_c"], s["_cl"]
+            h = self._h_us
+            lo = int(np.searchsorted(c, old_as_of - h, side="right"))
+            hi = int(np.searchsorted(c, a - h, side="right"))
+            future = np.union1d(self._future, touched).astype("int64")
+            due = future[cl[future] <= a]
+            self._future = future[cl[future] > a]
+            rows = np.union1d(np.union1d(np.arange(lo, hi), due), touched).astype("int64")
+            rows = np.setdiff1d(rows, done, assume_unique=True)
+            rows = rows[target[rows]]
+        if len(rows):
+            lv, lm, at = self._label_arrays(rows)
+            o.put(s["_slot"][rows], {"_lv": lv, "_lm": lm, "label_known_at": at})
+
+    def _earliest_change(self, cols: dict, pos: np.ndarray, comments: pd.DataFrame) -> tuple[float, np.ndarray]:
         """Earliest event time the upserts can move, and the uids of rows whose own fields changed."""
+        s = self._iss
         exists = pos >= 0
-        times = [changed["_c"].to_numpy()[~exists]]
-        p = self.issues.iloc[pos[exists]].reset_index(drop=True)
-        n = changed.loc[exists].reset_index(drop=True)
+        where = pos[exists]
+        times = [cols["_c"][~exists]]
 
         def differs(col):
-            a, b = p[col].astype("object").to_numpy(), n[col].astype("object").to_numpy()
-            return ~((a == b) | (pd.isna(a) & pd.isna(b)))
+            a, b = s[col][where], cols[col][exists]
+            if a.dtype == object or b.dtype == object:
+                a, b = a.astype(object), b.astype(object)
+                na_a, na_b = pd.isna(a), pd.isna(b)
+                same = na_a & na_b
+                both = ~na_a & ~na_b
+                same[both] = a[both] == b[both]
+                return ~same
+            if a.dtype.kind == "f":
+                return ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            return a != b
 
-        closed_changed = differs("_cl")
-        times.append(np.fmin(p["_cl"].to_numpy(), n["_cl"].to_numpy())[closed_changed])
-        seen_changed = differs("_fs") | differs("author_association")
-        times.append(np.fmin(p["_fs"].to_numpy(), n["_fs"].to_numpy())[seen_changed])
+        def old_new(col):
+            return np.fmin(s[col][where], cols[col][exists])
+
+        times.append(old_new("_cl")[differs("_cl")])
+        times.append(old_new("_fs")[differs("_fs") | differs("_maint")])
         identity = differs("_c") | differs("_ak") | differs("is_pull_request") | differs("number")
-        times.append(np.fmin(p["_c"].to_numpy(), n["_c"].to_numpy())[identity])
-        own = differs("title") | differs("body") | differs("user_type") | differs("user_login") | identity
+        times.append(old_new("_c")[identity])
+        own = differs("title") | differs("body") | differs("_bot") | differs("labels") | differs("_refc") | identity
         if self.use_text_score:
             # An edited text changes the training documents of every model fitted after its label settled.
-            times.append(np.fmin(p["_known"].to_numpy(), n["_known"].to_numpy())[own])
+            times.append(old_new("_known")[own])
         if len(comments):
             times.append(comments["_ct"].to_numpy())
-            hit = pd.Index(self.comments["_uid"].to_numpy()).get_indexer(comments["_uid"].to_numpy())
-            times.append(self.comments["_ct"].to_numpy()[hit[hit >= 0]])
+            hit = self._comment_lookup().get(comments["_uid"].to_numpy())
+            times.append(self._com["_ct"][hit[hit >= 0]])
         all_times = np.concatenate([np.asarray(x, dtype="float64") for x in times])
         all_times = all_times[~np.isnan(all_times)]
         since = float(all_times.min()) if len(all_times) else np.inf
-        return since, n.loc[own, "_uid"].to_numpy()
-
-
-def _append(head: pd.Series, tail: pd.Series):
-    if isinstance(head.dtype, np.dtype) and head.dtype == tail.dtype:
-        return np.concatenate([head.to_numpy(), tail.to_numpy()])
-    return head.array._concat_same_type([head.array, tail.array.astype(head.dtype)])
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
+        return since, cols["_uid"][exists][own]
 
 
 def compute_features(issues: pd.DataFrame, comments: pd.DataFrame | None = None, *,

@@ -17,6 +17,7 @@ Text with lone surrogates or any size is left as is; the text features are defin
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from issue_assets.github.normalize import to_utc
@@ -26,6 +27,8 @@ ISSUE_TIME_COLUMNS = ("created_at", "closed_at", "updated_at", "first_seen_at", 
 
 
 def to_utc_series(values: pd.Series) -> pd.Series:
+    if values.dtype == TS:
+        return values
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").astype(TS)
     if pd.api.types.is_datetime64_dtype(values.dtype):
@@ -37,28 +40,36 @@ def _string(df: pd.DataFrame, col: str, fill=None) -> pd.Series:
     if col not in df:
         return pd.Series(fill, index=df.index, dtype="string")
     s = df[col] if isinstance(df[col].dtype, pd.StringDtype) else df[col].astype("string")
-    return s.fillna(fill) if fill is not None else s
+    return s.fillna(fill) if fill is not None and s.hasnans else s
+
+
+def _typed(df: pd.DataFrame, col: str, dtype: str) -> pd.Series:
+    return df[col] if df[col].dtype == dtype else df[col].astype(dtype)
 
 
 def normalize_issues(issues: pd.DataFrame) -> pd.DataFrame:
-    df = issues.copy()
+    df = issues.copy(deep=False)  # every change below assigns a new column: the input is never written
     for col in ISSUE_TIME_COLUMNS:
         df[col] = to_utc_series(df[col]) if col in df else pd.Series(pd.NaT, index=df.index, dtype=TS)
-    df = df.loc[df["created_at"].notna()]
+    if df["created_at"].hasnans:
+        df = df.loc[df["created_at"].notna()]
     early = df["closed_at"].notna() & (df["closed_at"] < df["created_at"])
-    df.loc[early, "closed_at"] = df.loc[early, "created_at"]
+    if early.any():
+        df["closed_at"] = df["closed_at"].where(~early, df["created_at"])
     df["repo"] = _string(df, "repo", "")
     df["title"] = _string(df, "title")
     df["body"] = _string(df, "body")
     df["user_login"] = _string(df, "user_login")
     df["user_type"] = _string(df, "user_type")
     df["author_association"] = _string(df, "author_association")
-    df["user_id"] = df["user_id"].astype("Int64") if "user_id" in df else pd.Series(pd.NA, index=df.index,
-                                                                                     dtype="Int64")
-    df["is_pull_request"] = df["is_pull_request"].fillna(False).astype(bool) if "is_pull_request" in df \
-        else False
-    df["id"] = df["id"].astype("int64")
-    df["number"] = df["number"].astype("int64")
+    df["user_id"] = _typed(df, "user_id", "Int64") if "user_id" in df else pd.Series(pd.NA, index=df.index,
+                                                                                      dtype="Int64")
+    if "is_pull_request" not in df:
+        df["is_pull_request"] = False
+    elif df["is_pull_request"].dtype != bool:
+        df["is_pull_request"] = df["is_pull_request"].fillna(False).astype(bool)
+    df["id"] = _typed(df, "id", "int64")
+    df["number"] = _typed(df, "number", "int64")
     if not pd.Index(df["id"]).is_unique:
         df = df.sort_values(["repo", "id", "fetched_at"], kind="stable", na_position="first")
         df = df.drop_duplicates(["repo", "id"], keep="last")
@@ -67,13 +78,31 @@ def normalize_issues(issues: pd.DataFrame) -> pd.DataFrame:
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     """Rows in (created_at, repo, id) order; a table already in that order is not copied again."""
-    created = df["created_at"]
-    if created.is_monotonic_increasing and pd.Index(created).is_unique:
-        return df.reset_index(drop=True)
-    return df.sort_values(["created_at", "repo", "id"], kind="stable").reset_index(drop=True)
+    created = df["created_at"].array.asi8
+    if len(df) < 2:
+        return _reindexed(df)
+    step = np.diff(created)
+    if (step > 0).all():
+        return _reindexed(df)
+    codes, names = pd.factorize(df["repo"], sort=True)
+    ids = df["id"].to_numpy()
+    tie = step == 0
+    in_order = (step > 0) | (tie & ((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (ids[1:] > ids[:-1]))))
+    if in_order.all():
+        return _reindexed(df)
+    order = np.lexsort((ids, codes, created))
+    return _reindexed(df.take(order))
 
 
-def normalize_comments(comments: pd.DataFrame | None) -> pd.DataFrame:
+def _reindexed(df: pd.DataFrame) -> pd.DataFrame:
+    """df with a 0..n-1 index, sharing its column data (reset_index would copy every column)."""
+    out = df.copy(deep=False)
+    out.index = pd.RangeIndex(len(out))
+    return out
+
+
+def normalize_comments(comments: pd.DataFrame | None, *, sort: bool = True) -> pd.DataFrame:
+    """sort=False keeps the input's row order (feature code does not depend on it)."""
     cols = ["repo", "id", "issue_number", "user_login", "user_id", "user_type", "author_association",
             "created_at"]
     if comments is None or len(comments) == 0:
@@ -83,15 +112,16 @@ def normalize_comments(comments: pd.DataFrame | None) -> pd.DataFrame:
         empty["user_id"] = empty["user_id"].astype("Int64")
         empty["created_at"] = pd.Series(dtype=TS)
         return empty
-    df = comments[[c for c in cols if c in comments]].copy()
+    df = comments[[c for c in cols if c in comments]].copy(deep=False)
     df["created_at"] = to_utc_series(df["created_at"])
-    df = df.loc[df["created_at"].notna()]
+    if df["created_at"].hasnans:
+        df = df.loc[df["created_at"].notna()]
     for col in ("repo", "user_login", "user_type", "author_association"):
         df[col] = _string(df, col, "" if col == "repo" else None)
-    df["user_id"] = df["user_id"].astype("Int64") if "user_id" in df else pd.Series(pd.NA, index=df.index,
-                                                                                     dtype="Int64")
-    df["issue_number"] = df["issue_number"].astype("int64")
-    df["id"] = df["id"].astype("int64")
+    df["user_id"] = _typed(df, "user_id", "Int64") if "user_id" in df else pd.Series(pd.NA, index=df.index,
+                                                                                      dtype="Int64")
+    df["issue_number"] = _typed(df, "issue_number", "int64")
+    df["id"] = _typed(df, "id", "int64")
     if not pd.Index(df["id"]).is_unique:
         df = df.drop_duplicates(["repo", "id"], keep="last")
-    return _sorted(df)
+    return _sorted(df) if sort else _reindexed(df)

@@ -102,13 +102,21 @@ def reference_features(issues: pd.DataFrame) -> pd.DataFrame:
 
 
 def reference_columns(issues: pd.DataFrame) -> dict[str, np.ndarray]:
-    labels = _arrow(issues["labels"] if "labels" in issues else pd.Series("[]", index=issues.index))
+    labels = label_columns(issues["labels"] if "labels" in issues else pd.Series("[]", index=issues.index))
     comments = issues["comments"] if "comments" in issues else pd.Series(0, index=issues.index)
     return {
         "ref_title_length": _num(pc.utf8_length(_arrow(issues["title"]))),
         "ref_body_length": _num(pc.utf8_length(_arrow(issues["body"]))),
-        "ref_label_count": _num(pc.count_substring_regex(labels, r'"(?:[^"\\]|\\.)*"')),
-        "ref_has_bug_label": _num(pc.match_substring_regex(labels, r'(?i)"(?:[^"\\]|\\.)*bug(?:[^"\\]|\\.)*"')),
+        **labels,
         "ref_hour": issues["created_at"].dt.hour.to_numpy(dtype="float64"),
         "ref_comment_count": comments.fillna(0).to_numpy(dtype="float64"),
+    }
+
+
+def label_columns(labels: pd.Series) -> dict[str, np.ndarray]:
+    """ref_label_count and ref_has_bug_label from the snapshot's JSON label lists."""
+    arr = _arrow(labels)
+    return {
+        "ref_label_count": _num(pc.count_substring_regex(arr, r'"(?:[^"\\]|\\.)*"')),
+        "ref_has_bug_label": _num(pc.match_substring_regex(arr, r'(?i)"(?:[^"\\]|\\.)*bug(?:[^"\\]|\\.)*"')),
     }
