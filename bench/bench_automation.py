@@ -32,15 +32,7 @@ sys.path.insert(0, str(ROOT))
 VENV_BIN = Path(sys.executable).parent
 REPO = "demo-org/demo-project"
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_model  # noqa: E402
 
 
 def _clean_env(**extra) -> dict:
@@ -314,7 +306,7 @@ def bench_demo() -> dict:
 def report(sensor: dict, overhead: dict, demo: dict | None, command: str) -> str:
     lines = ["# Automation benchmarks", "",
              f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-             f"- Machine: {os.cpu_count()} CPUs (nproc), {_cpu_model()}; Python {platform.python_version()}",
+             f"- Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; Python {platform.python_version()}",
              f"- Command: `{command}`", "- Offline: replay server on 127.0.0.1, temp folders; shared machine, "
              "single runs unless stated, so treat differences under ~10 % as noise.", "",
              "## 1. `new_labelled_issues_sensor` tick, 50 repositories", "",

@@ -25,6 +25,8 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402
+
 from issue_assets.features import FEATURE_NAMES, REFERENCE_NAMES, FeatureBuilder  # noqa: E402
 from issue_assets.features.synthetic import (  # noqa: E402
     changes_between,
@@ -42,15 +44,7 @@ XGB_PARAMS = dict(tree_method="hist", n_estimators=400, max_depth=5, learning_ra
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(), "pandas": pd.__version__, "numpy": np.__version__,
             "xgboost": xgb.__version__}
 

@@ -34,6 +34,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model, load_average  # noqa: E402
+
 from issue_assets.github.client import GitHubClient  # noqa: E402
 from issue_assets.github.conditional_cache import ConditionalCache  # noqa: E402
 from issue_assets.ingest.current import merge_current  # noqa: E402
@@ -146,20 +148,8 @@ def day_file(issues_path: Path, out: Path, updated: int = 200, new: int = 50) ->
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "load_at_start": " ".join(f"{x:.2f}" for x in load)}
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+            "load_at_start": load_average()}
 
 
 def med(rows: list[dict], key: str) -> float:

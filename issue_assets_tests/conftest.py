@@ -65,3 +65,14 @@ def replay_server() -> Iterable[Callable[..., ReplayServer]]:
     yield make
     for server in started:
         server.stop()
+
+
+def postgres_unavailable() -> str | None:
+    """Why the PostgreSQL server at 127.0.0.1:5432 (user postgres, db test) cannot be used, or None."""
+    try:
+        import psycopg2
+
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=2).close()
+    except Exception as exc:  # any failure means "no server to test against"
+        return f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) unreachable: {exc}".strip()
+    return None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import postgres_unavailable
 
 from issue_assets.github.replay import ReplayServer
 from issue_assets.github.simulate import simulate_repository
@@ -22,19 +23,9 @@ PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REPO = "demo-org/demo-project"
 
 
-def _postgres_reason() -> str | None:
-    try:
-        import psycopg2
-
-        psycopg2.connect(dbname="test", connect_timeout=2, **PG).close()
-    except Exception as exc:  # any failure means "no server to test against"
-        return f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) unreachable: {exc}".strip()
-    return None
-
-
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(_postgres_reason() is not None, reason=_postgres_reason() or ""),
+    pytest.mark.skipif(postgres_unavailable() is not None, reason=postgres_unavailable() or ""),
 ]
 
 

@@ -6,6 +6,7 @@ import uuid
 
 import optuna
 import pytest
+from conftest import postgres_unavailable
 
 from issue_assets.modeling.synthetic import FEATURES, make_training_set
 from issue_assets.modeling.tuning import TuningConfig, study_name_for, tune
@@ -13,19 +14,9 @@ from issue_assets.modeling.tuning import TuningConfig, study_name_for, tune
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
-def _postgres_reason() -> str | None:
-    try:
-        import psycopg2
-
-        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=2).close()
-    except Exception as exc:  # any failure means "no server to test against"
-        return f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) unreachable: {exc}".strip()
-    return None
-
-
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(_postgres_reason() is not None, reason=_postgres_reason() or ""),
+    pytest.mark.skipif(postgres_unavailable() is not None, reason=postgres_unavailable() or ""),
 ]
 
 
