@@ -42,7 +42,11 @@ def run_demo(n_issues: int = 3000, shared_data: str | None = None, trials: int =
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        # SQLite storage under DAGSTER_HOME (the default); deploy/dagster.yaml is the PostgreSQL one.
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     issue_files, comment_files = _exports(shared_data, n_issues, echo)
     began = time.perf_counter()
     with ReplayServer.from_files(issue_files, comment_files) as server:
