@@ -233,6 +233,8 @@ class _Objective:
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         cfg = self.config
+        # First, so pruned trials carry it too: which worker process ran each trial.
+        trial.set_user_attr("worker_pid", os.getpid())
         params = booster_params(suggest_params(trial), nthread=self.nthread, seed=cfg.seed)
         scores, rounds = [], []
         for k, (dtrain, dvalid) in enumerate(self.matrices):
@@ -250,7 +252,6 @@ class _Objective:
             )
             scores.append(float(booster.best_score))
             rounds.append(int(booster.best_iteration) + 1)
-        trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("fold_auc", scores)
         trial.set_user_attr("num_boost_round", int(round(float(np.mean(rounds)))))
         return float(np.mean(scores))
