@@ -513,3 +513,48 @@ def test_predictions_roundtrip_json(pipeline, service):
     assert len(got["top_contributions"]) == 3
     assert set(got) >= {"probability", "rank", "model_version", "scoring_time", "prediction_time", "top_contributions"}
     json.dumps(got)
+
+
+def test_fast_path_features_equal_reference_for_many_new_issues(pipeline):
+    """The prepared fast path (numpy event logs, no table rebuild) gives the reference path's features."""
+    rng = np.random.default_rng(11)
+    hist = pipeline.issues
+    known_authors = hist.dropna(subset=["user_id"]).drop_duplicates("user_id").head(40)
+    prepared = PreparedHistory(pipeline.issues, pipeline.comments)
+    base = pd.Timestamp(pipeline.new_items[-1]["created_at"])
+    rows = []
+    for k in range(60):
+        a = known_authors.iloc[k % len(known_authors)]
+        kind = k % 8
+        row = {"repo": REPO if k % 7 else "other/repo", "id": 9_000_000 + k, "number": 80_000 + k,
+               "title": f"Crash in widget {k}? [bug] v1.{k}.2", "body": "Steps to reproduce\n```x```\n@bob #12",
+               "user_login": a["user_login"], "user_id": a["user_id"], "user_type": "User",
+               "author_association": "NONE", "labels": "[]", "comments": 0, "is_pull_request": False,
+               "created_at": base - pd.Timedelta(minutes=int(rng.integers(0, 600))), "closed_at": pd.NaT}
+        if kind == 1:
+            row.update(user_login=f"newbie{k}", user_id=77_000_000 + k)
+        elif kind == 2:
+            row.update(user_login="dependabot[bot]", user_id=49699333, user_type="Bot")
+        elif kind == 3:
+            row.update(author_association="MEMBER")
+        elif kind == 4:
+            row.update(body=None, title="")
+        elif kind == 5:
+            row.update(body="trace\n  at foo.bar()\n" * 20_000)
+        elif kind == 6:
+            row.update(user_id=pd.NA, user_login=None)
+        elif kind == 7:
+            row.update(user_id=pd.NA, user_login=f"loginonly{k % 3}")
+        rows.append(row)
+    targets = pd.DataFrame(rows)
+    targets["user_id"] = targets["user_id"].astype("Int64")
+    for T in (base + pd.Timedelta(hours=1), base + pd.Timedelta(days=2)):
+        for chunk in (targets, targets.iloc[[0]], targets.iloc[[5]], targets.iloc[[33]], targets.iloc[10:25]):
+            want = target_features(pipeline.issues, pipeline.comments, chunk, T)
+            before = prepared.fast
+            got = prepared.features(chunk, T)
+            assert prepared.fast == before + 1  # the fast path answered
+            assert list(got.columns) == list(want.columns)
+            numeric = [c for c in want.columns if want[c].dtype.kind == "f"]
+            np.testing.assert_allclose(got[numeric].to_numpy(), want[numeric].to_numpy(), rtol=1e-12, atol=1e-12)
+            pd.testing.assert_frame_equal(got.drop(columns=numeric), want.drop(columns=numeric))

@@ -20,16 +20,23 @@ Two ways to the same numbers:
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import SGDClassifier
 
-from issue_assets.features.compute import HOUR_US, FeatureBuilder
-from issue_assets.features.events import EventIndex
-from issue_assets.features.frames import TS, normalize_comments, normalize_issues, to_utc_series
+from issue_assets.features.compute import (
+    COMMENT_NUMERIC,
+    DAY_US,
+    HOUR_US,
+    MAINTAINER_ASSOCIATIONS,
+    USER_BITS,
+    FeatureBuilder,
+    _Columns,
+)
+from issue_assets.features.events import EventIndex, KeyCoder
+from issue_assets.features.frames import TS, normalize_issues, to_utc_series
 from issue_assets.features.text_score import hash_texts, period_start
 
 
@@ -44,6 +51,83 @@ def _us(ts: pd.Timestamp) -> float:
 
 def _pack(repo_codes: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     return np.asarray(repo_codes, dtype="int64") * (1 << 32) + np.asarray(numbers, dtype="int64")
+
+
+def _us_col(series: pd.Series) -> np.ndarray:
+    values = series.astype(TS).array.asi8
+    out = values.astype("float64")
+    out[values == np.iinfo("int64").min] = np.nan
+    return out
+
+
+def _codes(coder: KeyCoder) -> dict:
+    """A KeyCoder's value -> code table (codes are positions in its index)."""
+    index = coder._index
+    if index is None:
+        return {}
+    return {value: code for code, value in enumerate(index.tolist())}
+
+
+_EMPTY_COMMENTS = _Columns({name: np.zeros(0, dtype="float64" if name == "_ct" else
+                                           (bool if name == "_maint" else "int64")) for name in COMMENT_NUMERIC})
+
+
+class _Rows(dict):
+    """The few columns FeatureBuilder._feature_arrays/_events read, for the rows to score."""
+
+    def __init__(self, cols: dict, n: int):
+        super().__init__(cols)
+        self.n = n
+
+
+class _WithBatch:
+    """A prepared history EventIndex plus the scored rows' own events: the merged log's answers."""
+
+    def __init__(self, base: EventIndex, keys, times, weights):
+        self.base = base
+        self.batch = EventIndex(keys, times, weights) if len(keys) else None
+
+    def sums(self, qkeys, qtimes, inclusive=True, order=None):
+        out = self.base.sums(qkeys, qtimes, inclusive)
+        return out + self.batch.sums(qkeys, qtimes, inclusive) if self.batch is not None else out
+
+    def first_time(self, qkeys):
+        out = self.base.first_time(qkeys)
+        return np.fmin(out, self.batch.first_time(qkeys)) if self.batch is not None else out
+
+    def last_time(self, qkeys, qtimes, inclusive=True, order=None):
+        out = self.base.last_time(qkeys, qtimes, inclusive)
+        return np.fmax(out, self.batch.last_time(qkeys, qtimes, inclusive)) if self.batch is not None else out
+
+
+class _FastRows(FeatureBuilder):
+    """FeatureBuilder's row formulas over the prepared history and the given rows (no table of its own)."""
+
+    def __init__(self, prepared: PreparedHistory, rows: _Rows, scoring_us: float):  # noqa: F821
+        b = prepared._builder
+        self.horizon_days = b.horizon_days
+        self.hours_after_creation = 0.0
+        self.include_pull_requests = False
+        self.use_text_score = b.use_text_score
+        self.text_config = b.text_config
+        self._repo_dtype = b._repo_dtype
+        self._cidx = b._cidx
+        self._iss = rows
+        self.timings = {}
+        self._prepared = prepared
+
+    def _text_score(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        s = self._iss
+        out = np.full(len(rows), np.nan)
+        X = hash_texts(pd.Series(s["title"][rows], dtype=object), pd.Series(s["body"][rows], dtype=object),
+                       self.text_config)
+        starts = period_start(np.asarray(t, dtype="int64"), self.text_config)
+        for p0 in np.unique(starts):
+            model = self._prepared._period_model(int(p0), self)
+            if model is not None:
+                sel = np.nonzero(starts == p0)[0]
+                out[sel] = model.decision_function(X[sel])
+        return out
 
 
 class PointInTimeBuilder(FeatureBuilder):
@@ -136,14 +220,13 @@ class PreparedHistory:
         self._builder._load(history_issues, history_comments)
         b = self._builder
         self._keys = pd.MultiIndex.from_arrays([b.issues["repo"], b.issues["id"]])
-        events = b._events()
-        self._events = {}
-        for name, (keys, times, weights) in events.items():
-            order = np.lexsort((times, keys))
-            self._events[name] = (keys[order], times[order], weights[order])
-        packed = _pack(b.comments["_rk"].to_numpy(), b.comments["issue_number"].to_numpy())
-        self._comment_order = np.argsort(packed, kind="stable")
-        self._comment_keys = packed[self._comment_order]
+        self._indexes = b.indexes
+        b._comment_index()  # built once, read-only afterwards
+        self._repo_codes = _codes(b._repos)
+        self._n_repos = len(self._repo_codes)
+        self._author_codes = _codes(b._authors)
+        self._n_authors = len(self._author_codes)
+        self._login_codes = _codes(b._logins)
         docs = b.issues["_target"].to_numpy()
         known = b.issues["_known"].to_numpy().copy()
         known[~docs] = np.nan
@@ -167,59 +250,107 @@ class PreparedHistory:
         targets = prepare_targets(targets, scoring_time)
         if len(targets) == 0 or self.contains(targets).any():
             return self._reference(targets, scoring_time)
-        keys = pd.MultiIndex.from_arrays([targets["repo"].astype("string"), targets["id"].astype("int64")])
-        child = copy.copy(self._builder)
-        child.scoring_us = _us(utc(scoring_time))
-        child.as_of = utc(scoring_time)
-        child.targets = keys
-        child.timings = {}
-        with self._coder_lock:
-            rows = child._derive_issues(normalize_issues(targets))
-        if len(rows) != len(targets) or rows.duplicated(["repo", "id"]).any():
+        norm = normalize_issues(targets)
+        if len(norm) != len(targets) or norm.duplicated(["repo", "id"]).any() or norm["is_pull_request"].any():
             return self._reference(targets, scoring_time)
-        t = rows["_t"].to_numpy()
-        latest_period = period_start(t.astype("int64"), child.text_config).max()
-        if (rows["_target"].to_numpy() & (rows["_known"].to_numpy() <= latest_period)).any():
-            # Such a target is a text-score training document of its own period: the reference path.
+        cols = self.fast_arrays(self._rows_of(norm), _us(utc(scoring_time)))
+        if cols is None:
             return self._reference(targets, scoring_time)
-        child.issues = rows
-        with self._coder_lock:
-            child.comments = child._derive_comments(normalize_comments(None))
-        own = child._events()
-        child.indexes = {}
-        for name, (keys_h, times_h, w_h) in self._events.items():
-            keys_t, times_t, w_t = own[name]
-            child.indexes[name] = EventIndex(np.concatenate([keys_h, keys_t]), np.concatenate([times_h, times_t]),
-                                             np.concatenate([w_h, w_t]))
-        child.comments = self._comments_of(rows)
-        child._text_score = lambda sel, times: self._text_scores(rows, times, child)
-        frame = child.target_features()
+        frame = pd.DataFrame(self._builder._wrap(cols), copy=False)
+        frame["prediction_time"] = pd.to_datetime(cols["prediction_time"], unit="us", utc=True).astype(TS)
         self.fast += 1
         return _order_like_targets(frame, targets)
+
+    @staticmethod
+    def _rows_of(norm: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Normalized issues-table rows as the raw columns fast_arrays reads."""
+        n = len(norm)
+
+        def obj(name):
+            return norm[name].to_numpy(dtype=object, na_value=None) if name in norm else np.full(n, None, object)
+
+        return {
+            "repo": norm["repo"].to_numpy(dtype=object), "id": norm["id"].to_numpy(dtype="int64"),
+            "number": norm["number"].to_numpy(dtype="int64"),
+            "title": norm["title"].array._ndarray if hasattr(norm["title"].array, "_ndarray")
+            else norm["title"].to_numpy(dtype=object),
+            "body": norm["body"].array._ndarray if hasattr(norm["body"].array, "_ndarray")
+            else norm["body"].to_numpy(dtype=object),
+            "labels": norm["labels"].to_numpy(dtype=object) if "labels" in norm else np.full(n, "[]", dtype=object),
+            "comments": norm["comments"].fillna(0).to_numpy(dtype="float64") if "comments" in norm else np.zeros(n),
+            "user_login": obj("user_login"), "user_id": obj("user_id"), "user_type": obj("user_type"),
+            "author_association": obj("author_association"),
+            "is_pull_request": norm["is_pull_request"].to_numpy(dtype=bool),
+            "c": _us_col(norm["created_at"]), "cl": _us_col(norm["closed_at"]), "fs": _us_col(norm["first_seen_at"]),
+        }
+
+    def fast_arrays(self, raw: dict[str, np.ndarray], scoring_us: float) -> dict[str, np.ndarray] | None:
+        """Feature arrays (FeatureBuilder._feature_arrays columns, hours_observed and prediction_time per
+        row) of new issues (not in the history, not pull requests) given as raw columns; None when the
+        reference path must answer (a target is a text-score training document of a scored period)."""
+        b = self._builder
+        n = len(raw["id"])
+        h = b._h_us
+        c, cl, fs = raw["c"], raw["cl"], raw["fs"]
+        dur = cl - c
+        pos = ~np.isnan(dur) & (dur <= h)
+        known = np.where(pos, cl, c + h)
+        closed = ~np.isnan(cl) & (cl <= scoring_us)
+        t = np.where(closed, c, np.maximum(c, scoring_us))
+        latest_period = period_start(t.astype("int64"), b.text_config).max()
+        if (known <= latest_period).any():
+            return None
+        fresh_repos: dict = {}
+        fresh_authors: dict = {}
+        rk = np.empty(n, dtype="int64")
+        ak = np.empty(n, dtype="int64")
+        bot = np.zeros(n, dtype=bool)
+        maint = np.zeros(n, dtype=bool)
+        half = USER_BITS // 2
+        for i in range(n):
+            repo = raw["repo"][i]
+            code = self._repo_codes.get(repo)
+            if code is None:
+                code = fresh_repos.setdefault(repo, self._n_repos + len(fresh_repos))
+            rk[i] = code
+            uid, login = raw["user_id"][i], raw["user_login"][i]
+            if uid is not None:
+                who = ("id", code, int(uid) % half)
+                key = code * USER_BITS + int(uid) % half
+            elif login is not None:
+                lc = self._login_codes.get(login)
+                who = ("login", code, login)
+                key = code * USER_BITS + half + lc if lc is not None else None
+            else:
+                who, key = None, None
+            if who is None:
+                ak[i] = -1
+            else:
+                a = self._author_codes.get(key) if key is not None and code < self._n_repos else None
+                ak[i] = a if a is not None else fresh_authors.setdefault(who, self._n_authors + len(fresh_authors))
+            utype = raw["user_type"][i]
+            bot[i] = (isinstance(login, str) and login.lower().endswith("[bot]")) or utype == "Bot"
+            maint[i] = raw["author_association"][i] in MAINTAINER_ASSOCIATIONS
+        cols = _Rows({
+            "repo": raw["repo"], "id": raw["id"], "number": raw["number"], "title": raw["title"],
+            "body": raw["body"], "labels": raw["labels"], "_refc": raw["comments"],
+            "is_pull_request": raw["is_pull_request"], "_rk": rk, "_ak": ak, "_c": c, "_cl": cl, "_fs": fs,
+            "_pos": pos, "_known": known, "_capped": np.where(pos, dur, h) / DAY_US, "_maint": maint,
+            "_t": t, "_target": ~raw["is_pull_request"], "_bot": bot,
+        }, n)
+        own = _FastRows(self, cols, scoring_us)
+        own._com = _EMPTY_COMMENTS
+        batch = FeatureBuilder._events(own)
+        own._com = b._com
+        own.indexes = {name: _WithBatch(index, *batch[name]) for name, index in self._indexes.items()}
+        out = own._feature_arrays(np.arange(n))
+        out["hours_observed"] = (t - c) / HOUR_US
+        out["prediction_time"] = t.astype("int64")
+        return out
 
     def _reference(self, targets: pd.DataFrame, scoring_time) -> pd.DataFrame:
         self.fallbacks += 1
         return target_features(self.history_issues, self.history_comments, targets, scoring_time)
-
-    def _comments_of(self, rows: pd.DataFrame) -> pd.DataFrame:
-        wanted = _pack(rows["_rk"].to_numpy(), rows["number"].to_numpy())
-        lo = np.searchsorted(self._comment_keys, wanted, side="left")
-        hi = np.searchsorted(self._comment_keys, wanted, side="right")
-        hits = np.concatenate([self._comment_order[a:b] for a, b in zip(lo, hi, strict=True)] + [np.arange(0)])
-        return self._builder.comments.iloc[np.sort(hits)]
-
-    def _text_scores(self, rows: pd.DataFrame, times: np.ndarray, child: FeatureBuilder) -> np.ndarray:
-        out = np.full(len(rows), np.nan)
-        if not child.use_text_score or len(rows) == 0:
-            return out
-        X = hash_texts(rows["title"], rows["body"], child.text_config)
-        starts = period_start(np.asarray(times, dtype="int64"), child.text_config)
-        for p0 in np.unique(starts):
-            model = self._period_model(int(p0), child)
-            if model is not None:
-                sel = np.nonzero(starts == p0)[0]
-                out[sel] = model.decision_function(X[sel])
-        return out
 
     def _period_model(self, p0: int, child: FeatureBuilder) -> SGDClassifier | None:
         """The text-score model of the period starting at p0, fitted as text_scores() fits it."""

@@ -417,4 +417,11 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, *, registry: ModelRegi
     # request threads for the cores (a 2-core host went from ~7 to hundreds of requests/s).
     threadpool_limits(1)
     app = create_app(registry or default_registry(), lake_store or open_store(config.lake_uri()), **app_kwargs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    fast = {"loop": "uvloop", "http": "httptools"} if _installed("uvloop", "httptools") else {}
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, workers=1, **fast)
+
+
+def _installed(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
