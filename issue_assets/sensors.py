@@ -69,7 +69,7 @@ def new_labelled_issues_sensor(context: dg.SensorEvaluationContext, lake: LakeRe
         # Validators stay read-only: a 304 against the ingest's own (cursor = Last-Modified) means nothing is
         # pending; one against this poll's previous answer would hide what is still not ingested. One quick
         # retry only: a tick must finish well within the daemon's sensor timeout when GitHub is down.
-        client = github.client(save_validators=False, max_retries=1, backoff_max=2.0, timeout=10.0) \
+        client = github.client(save_validators=False, max_retries=1, backoff_max=2.0, timeout=10.0, max_wait=5.0) \
             if config.retrain_poll_github() else None
         try:
             count = count_new_labels(lake.store(), repos, since, now, client=client)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def sensor_env(tmp_path, simulated, monkeypatch):
     with ReplayServer(issues + prs) as server, dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("repos", [REPO])
         yield {"instance": instance, "server": server, "lake": tmp_path / "lake", "registry": tmp_path / "registry",
-               "cache": tmp_path / "http_cache.json", "issues": issues, "monkeypatch": monkeypatch}
+               "cache": tmp_path / "http_cache.json", "issues": issues, "monkeypatch": monkeypatch,
+               "simulated": simulated}
 
 
 def _resources(env, lake_uri: str | None = None, registry_uri: str | None = None, api_url: str | None = None) -> dict:
@@ -202,6 +204,17 @@ def test_unreachable_github_skips_with_a_clear_reason(sensor_env):
     sensor_env["server"].stop()
     message = _skip_message(_tick(sensor_env, api_url=url))
     assert message.startswith("could not count new labels: GitHubError") and "Connection" in message
+
+
+def test_exhausted_rate_limit_skips_the_tick_instead_of_waiting_for_the_reset(sensor_env):
+    _write_features(sensor_env, sensor_env["issues"])
+    issues, prs = sensor_env["simulated"]
+    with ReplayServer(issues + prs, rate_limit=0) as limited:  # every request: 403, reset an hour away
+        started = time.monotonic()
+        message = _skip_message(_tick(sensor_env, api_url=limited.url))
+        elapsed = time.monotonic() - started
+    assert message.startswith("could not count new labels: RateLimitedError") and "max_wait" in message
+    assert elapsed < 60, f"the tick waited {elapsed:.0f} s"
 
 
 def test_no_repositories_skips():

@@ -25,6 +25,7 @@ from issue_assets.github.client import (
     GitHubError,
     NotFoundError,
     Page,
+    RateLimitedError,
 )
 from issue_assets.github.clock import FakeClock
 from issue_assets.github.conditional_cache import ConditionalCache
@@ -855,3 +856,33 @@ def test_replay_errors_name_the_repository():
                 list(client.iter_issue_pages(REPO))
     assert str(missing.value) == f"repository octo/absent not found at {url} (404)"
     assert str(denied.value) == f"GitHub rejected the credentials (401 Bad credentials) for {REPO}"
+
+
+def test_max_wait_raises_instead_of_sleeping_until_the_reset(stub, clock):
+    reset = int(clock.time()) + 1800
+    stub.queue({"status": 403, "body": {"message": "API rate limit exceeded for user ID 1."},
+                "headers": {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}})
+    with make_client(stub, clock, max_wait=30.0) as client, pytest.raises(RateLimitedError) as info:
+        collect(client.iter_issue_pages(REPO))
+    assert clock.sleeps == []
+    assert info.value.seconds == 1801.0
+    assert "max_wait of 30 s" in str(info.value) and f"/repos/{REPO}/issues" in str(info.value)
+    assert client.stats.rate_limit_waits == 0 and len(stub.requests) == 1
+
+
+def test_max_wait_keeps_the_reset_for_the_next_request_and_allows_short_waits(stub, clock):
+    reset = int(clock.time()) + 600
+    stub.queue(ok({"full_name": REPO}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}),
+               {"status": 429, "headers": {"retry-after": "5"}, "body": {"message": "slow down"}},
+               ok({"full_name": REPO}))
+    with make_client(stub, clock, max_wait=60.0) as client:
+        client.get_repo(REPO)
+        for _ in range(2):  # the exhausted budget is remembered: no request goes out before the reset
+            with pytest.raises(RateLimitedError):
+                client.get_repo(REPO)
+        assert len(stub.requests) == 1
+        clock.sleep(600)
+        assert client.get_repo(REPO)["full_name"] == REPO  # 5 s secondary wait is within max_wait
+    assert clock.sleeps == [600, 1.0, 5.0]  # the reset itself (+1 s margin), then retry-after
+    with pytest.raises(ValueError, match="max_wait"):
+        GitHubClient("http://127.0.0.1:9", max_wait=-1)

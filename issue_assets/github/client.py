@@ -14,7 +14,9 @@ Behaviour follows GitHub's REST documentation:
   Secondary rate limit: `retry-after` is honoured as given; without it the client waits 60 s,
   doubling on each consecutive hit up to 16 minutes. Rate-limit waits do not use up `max_retries`;
   instead at most `MAX_RATE_LIMIT_WAITS` of each kind are allowed for one request, then GitHubError.
-  Any other 403 (permissions, blocked repository) fails at once.
+  Any other 403 (permissions, blocked repository) fails at once. A client built with `max_wait`
+  (seconds) raises `RateLimitedError` instead of starting any rate-limit wait longer than that: a
+  sensor tick must end within the daemon's timeout, not sleep until the reset.
 - 5xx, connection errors and resets, timeouts, and bodies that are truncated (Content-Length
   mismatch) or not JSON are retried with full-jitter exponential backoff
   `uniform(0, min(backoff_max, backoff_base * 2**attempt))`, at most `max_retries` times.
@@ -90,6 +92,14 @@ class NotFoundError(GitHubError):
 
 class AuthError(GitHubError):
     """401: the credentials were rejected."""
+
+
+class RateLimitedError(GitHubError):
+    """A rate-limit wait longer than the client's `max_wait` was needed; `seconds` is how long it would be."""
+
+    def __init__(self, message: str, *, seconds: float, **kwargs):
+        super().__init__(message, **kwargs)
+        self.seconds = seconds
 
 
 class BadResponseError(GitHubError):
@@ -301,13 +311,15 @@ class GitHubClient:
                  session: requests.Session | None = None, max_retries: int = 6, timeout: float = 30.0,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, seed: int | None = None,
                  prefetch: bool = True, on_event: Callable[[str, dict], None] | None = None,
-                 user_agent: str = "issue-assets"):
+                 user_agent: str = "issue-assets", max_wait: float | None = None):
         api_url = (api_url or "").strip().rstrip("/")
         parts = urlsplit(api_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"api_url must be an http(s) URL, got {_display_url(api_url)!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_wait is not None and not max_wait >= 0:
+            raise ValueError(f"max_wait must be >= 0 seconds or None, got {max_wait}")
         self.api_url = api_url
         self._api_origin = _origin(api_url)
         self._token = _Secret(token) if token else None
@@ -316,6 +328,7 @@ class GitHubClient:
         self._own_session = session is None
         self._session = session if session is not None else requests.Session()
         self.max_retries = max_retries
+        self.max_wait = max_wait
         self.timeout = timeout
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -636,6 +649,9 @@ class GitHubClient:
         return retries
 
     def _wait(self, kind: str, seconds: float, text: str) -> None:
+        if self.max_wait is not None and seconds > self.max_wait:
+            raise RateLimitedError(f"{text}: longer than this client's max_wait of {self.max_wait:g} s, "
+                                   f"not waiting", seconds=seconds)
         logger.info("%s", text)
         self._bump("rate_limit_waits" if kind == "primary" else "secondary_waits")
         self._emit("wait", {"reason": "rate limit exhausted" if kind == "primary" else "secondary rate limit",
@@ -654,8 +670,13 @@ class GitHubClient:
             return
         seconds = min(MAX_RESET_WAIT, reset_at - self.clock.time() + 1.0)
         if seconds > 0:
-            self._wait("primary", seconds, f"rate limit exhausted: waiting {seconds:.1f} s until reset "
-                                           f"(before {label})")
+            try:
+                self._wait("primary", seconds, f"rate limit exhausted: waiting {seconds:.1f} s until reset "
+                                               f"(before {label})")
+            except RateLimitedError:
+                with self._state_lock:  # still exhausted: the client's next request must not go out early
+                    self._reset_at = reset_at
+                raise
 
     def _note_rate_limit(self, attempt: _Attempt) -> None:
         """After a successful response with no requests left, the next request waits for the reset."""
