@@ -364,6 +364,38 @@ def test_killed_backfill_resumes_without_gaps_or_duplicates(demo, replay_server,
     assert state["checkpoints"] == {}
 
 
+def test_rejects_seen_before_a_kill_survive_the_resume_once_each(demo, replay_server, tmp_path):
+    issues, comments = demo
+    ordered = sorted(issues, key=lambda i: (i["updated_at"], i["id"]))
+    # Three bad items early in the history (before the checkpoint the kill leaves), one late.
+    bad = []
+    for n, at in enumerate([ordered[5], ordered[60], ordered[120], ordered[-3]]):
+        bad.append({**at, "id": 10_000_000 + n, "number": None, "title": f"bad {n}"})
+    server = replay_server(issues + bad, comments)
+    store = LocalStore(tmp_path / "killed")
+    with make_client(server) as client:
+        with pytest.raises(Killed):
+            sync_window(client, store, REPO, "issues", now=fixed_now, on_progress=kill_after(4))
+        assert _checkpoints(store)  # the kill came after a checkpoint: the resume starts past the early rejects
+        resumed = sync_window(client, store, REPO, "issues", now=fixed_now)
+        assert resumed.resumed_from is not None and resumed.rejected < 4
+        assert _reject_titles(store) == ["bad 0", "bad 1", "bad 2", "bad 3"]
+        again = sync_window(client, store, REPO, "issues", now=fixed_now, resume=False)  # the whole window again
+    assert again.rejected == 4
+    assert _reject_titles(store) == ["bad 0", "bad 1", "bad 2", "bad 3"]
+
+
+def _reject_titles(store) -> list[str]:
+    (key,) = store.list(f"rejects/{layout.repo_slug(REPO)}/issues/")
+    rejects = read_parquet(store, key)
+    assert set(rejects["reason"]) == {"missing number"}
+    return sorted(json.loads(p)["title"] for p in rejects["payload"])
+
+
+def _checkpoints(store) -> dict:
+    return json.loads(store.get_bytes(layout.sync_state_key(REPO))).get("checkpoints", {})
+
+
 def test_kill_between_month_write_and_manifest_is_recovered(demo, replay_server, tmp_path, monkeypatch):
     """Regression: a month file written but not yet in the manifest used to be invisible to every merge."""
     issues, comments = demo

@@ -153,6 +153,7 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
 
     buffers: dict[str, list] = defaultdict(list)
     rejects: list[pd.DataFrame] = []
+    rejects_key = layout.rejects_key(repo, kind, window.replace(":", "").replace("..", "_"))
     max_seen: datetime | None = None
 
     def flush(months: list[str], through: datetime | None) -> None:
@@ -176,6 +177,8 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
         if counts:
             _record_months(store, kind, repo, counts)
         if through is not None:
+            # Rejects first: a resume starts after the checkpoint and would never see these items again.
+            _save_rejects(store, rejects_key, rejects)
             _checkpoint(store, state_key, f"{kind}:{window}", iso(through))
 
     stop = False
@@ -224,9 +227,7 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
             close()
     if buffers:
         flush(sorted(buffers), None)
-    if rejects:
-        frame = pd.concat(rejects, ignore_index=True)
-        write_parquet(store, layout.rejects_key(repo, kind, window.replace(":", "").replace("..", "_")), frame)
+    _save_rejects(store, rejects_key, rejects)
     _finish(store, state_key, kind, window, start, max_seen)
     if end is None and max_seen is not None and max_seen <= now() - timedelta(seconds=1):
         _expect_unchanged(client, store, repo, kind, max_seen)
@@ -239,6 +240,17 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
              repo, kind, window, result.pages, result.items_fetched, result.new_versions, result.rejected,
              result.requests, result.not_modified)
     return result
+
+
+def _save_rejects(store: ObjectStore, key: str, pending: list[pd.DataFrame]) -> None:
+    """Add `pending` (emptied) to the window's rejects file: items seen again by a re-run are kept once."""
+    if not pending:
+        return
+    frames = ([read_parquet(store, key)] if store.exists(key) else []) + pending
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates(
+        subset=["kind", "id", "number", "reason", "payload"], keep="first", ignore_index=True)
+    write_parquet(store, key, frame)
+    pending.clear()
 
 
 def _checkpoint(store: ObjectStore, key: str, name: str, through: str | None) -> None:
