@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from issue_assets.github.normalize import comment_versions, issue_versions
@@ -204,7 +205,7 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
                 rejects.append(rej)
                 result.rejected += len(rej)
             if len(versions):
-                for month, part in versions.groupby(versions["updated_at"].dt.strftime("%Y-%m"), sort=False):
+                for month, part in _by_month(versions):
                     buffers[month].append(part)
             if on_progress:
                 on_progress(f"{repo} {kind}: page {result.pages}, {result.items_fetched} items")
@@ -240,6 +241,17 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
              repo, kind, window, result.pages, result.items_fetched, result.new_versions, result.rejected,
              result.requests, result.not_modified)
     return result
+
+
+def _by_month(versions: pd.DataFrame):
+    """(YYYY-MM of updated_at, rows) in order of first appearance (a page spans one month or two)."""
+    months = versions["updated_at"].to_numpy(dtype="datetime64[us]").astype("datetime64[M]")
+    codes, uniques = pd.factorize(months)
+    if len(uniques) == 1:
+        yield np.datetime_as_string(uniques[0], unit="M"), versions
+        return
+    for code, month in enumerate(uniques):
+        yield np.datetime_as_string(month, unit="M"), versions[codes == code]
 
 
 def _save_rejects(store: ObjectStore, key: str, pending: list[pd.DataFrame]) -> None:
