@@ -1,9 +1,14 @@
 """Feature benchmarks: throughput, incremental updates and model quality. Writes bench/FEATURES_RESULTS.md.
 
-    .venv/bin/python bench/bench_features.py [--repeats 3] [--sizes 10000,100000,1000000] [--quick]
+    .venv/bin/python bench/bench_features.py [--repeats 3] [--sizes 10000,100000,1000000] [--generated N]
+                                             [--parts throughput,quality,incremental]
 
 Throughput is at t = created_at, split into the history features (everything but the issue's own text
 and the text score), the own-text features, and the text score. Figures are medians of repeated runs.
+Incremental updates are measured twice per history size: with the same day of activity on every size
+(synthetic.same_activity: fixed numbers of new issues, closes and comments per day; the target's
+measure) and with the generator's natural activity (which grows with the history's daily rate).
+Only a run of all parts rewrites the results file.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from machine import cpu_model  # noqa: E402
 from issue_assets.features import FEATURE_NAMES, REFERENCE_NAMES, FeatureBuilder  # noqa: E402
 from issue_assets.features.synthetic import (  # noqa: E402
     changes_between,
+    same_activity,
     snapshot_tables,
     synthetic_comments,
     synthetic_issues,
@@ -96,25 +102,36 @@ def text_score_auc(frame: pd.DataFrame) -> float:
     return float(roc_auc_score(test["closed_within_7d"].astype(int), score))
 
 
-def incremental(size: int, repeats: int) -> dict:
-    issues = synthetic_issues(size, per_day=max(50.0, size / 3000), seed=1)
-    comments = synthetic_comments(issues, seed=1)
-    end = issues["created_at"].max().floor("D")
-    days = [end - pd.Timedelta(days=repeats - k) for k in range(repeats + 1)]
+def daily_updates(issues, comments, days) -> dict:
+    """Fit on the tables as of days[0], then one FeatureBuilder.update per following day."""
     builder = FeatureBuilder(include_pull_requests=True, text_score=False)
     start = time.perf_counter()
     builder.fit(*snapshot_tables(issues, comments, days[0]))
     fit_s = time.perf_counter() - start
-    times, changed_rows, recomputed = [], [], []
+    times, changed_rows, new_comments, recomputed = [], [], [], []
     for a, b in zip(days, days[1:], strict=False):
         changed, fresh = changes_between(issues, comments, a, b)
         start = time.perf_counter()
         builder.update(changed, fresh, as_of=b)
         times.append(time.perf_counter() - start)
         changed_rows.append(len(changed))
+        new_comments.append(len(fresh))
         recomputed.append(builder.last_recomputed)
-    return {"history": size, "full_fit_s": fit_s, "update_s": statistics.median(times), "first_update_s": times[0],
-            "changed_rows": int(statistics.median(changed_rows)), "recomputed_rows": int(statistics.median(recomputed))}
+    return {"full_fit_s": fit_s, "update_s": statistics.median(times), "first_update_s": times[0],
+            "changed_rows": int(statistics.median(changed_rows)), "new_comments": int(statistics.median(new_comments)),
+            "recomputed_rows": int(statistics.median(recomputed))}
+
+
+def incremental(size: int, repeats: int) -> dict:
+    """The same days of updates on a generated history, with its natural activity and thinned to the same
+    activity as every other size (the fit, on the tables up to days[0], is the same for both)."""
+    issues = synthetic_issues(size, per_day=max(50.0, size / 3000), seed=1)
+    comments = synthetic_comments(issues, seed=1)
+    end = issues["created_at"].max().floor("D")
+    days = [end - pd.Timedelta(days=repeats - k) for k in range(repeats + 1)]
+    natural = daily_updates(issues, comments, days)
+    same = daily_updates(*same_activity(issues, comments, days, seed=1), days)
+    return {"history": size, "natural": natural, "same": same}
 
 
 def main() -> None:
@@ -123,47 +140,54 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--generated", type=int, default=1_000_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "FEATURES_RESULTS.md"))
+    parser.add_argument("--parts", default="throughput,quality,incremental",
+                        help="comma-separated subset to run while iterating (the results file is only rewritten "
+                             "by a run of all parts)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     info = machine()
     print(info, flush=True)
 
-    exports = load_exports()
-    through, quality = [], []
+    through, quality, incr = [], [], []
     frames = {}
+    exports = load_exports() if parts & {"throughput", "quality"} else {}
     for name, (issues, comments) in exports.items():
         frame, med = timed_fit(issues, comments, args.repeats)
         frames[name] = frame
         through.append(throughput_row(f"{name} export (issues only)", len(frame), med))
         print(through[-1], flush=True)
-    gen_issues = synthetic_issues(args.generated, seed=0)
-    gen_comments = synthetic_comments(gen_issues, seed=0)
-    _, med = timed_fit(gen_issues, gen_comments, args.repeats, include_pull_requests=True, text_score=False)
-    through.append(throughput_row(f"generated, {len(gen_comments):,} comments", len(gen_issues), med))
-    print(through[-1], flush=True)
-    del gen_issues, gen_comments
+    if "throughput" in parts:
+        gen_issues = synthetic_issues(args.generated, seed=0)
+        gen_comments = synthetic_comments(gen_issues, seed=0)
+        _, med = timed_fit(gen_issues, gen_comments, args.repeats, include_pull_requests=True, text_score=False)
+        through.append(throughput_row(f"generated, {len(gen_comments):,} comments", len(gen_issues), med))
+        print(through[-1], flush=True)
+        del gen_issues, gen_comments
 
-    for name, frame in frames.items():
+    for name, frame in frames.items() if "quality" in parts else ():
         quality.append({"data": name, "t": "created_at", "rows": int(frame["closed_within_7d"].notna().sum()),
                         "ours": auc_of(frame, FEATURE_NAMES),
                         "ours_without_text_score": auc_of(frame, [c for c in FEATURE_NAMES if c != "text_score"]),
                         "text_score_alone": text_score_auc(frame),
                         "reference_leaky": auc_of(frame, REFERENCE_NAMES)})
         print(quality[-1], flush=True)
-    rust_issues, rust_comments = exports["rust"]
-    late, _ = timed_fit(rust_issues, rust_comments, 1, hours_after_creation=24)
-    quality.append({"data": "rust", "t": "created_at + 24 h (comments)", "rows": int(late["closed_within_7d"].notna().sum()),
-                    "ours": auc_of(late, FEATURE_NAMES),
-                    "ours_without_text_score": auc_of(late, [c for c in FEATURE_NAMES if c != "text_score"]),
-                    "text_score_alone": text_score_auc(late),
-                    "reference_leaky": auc_of(late, REFERENCE_NAMES)})
-    print(quality[-1], flush=True)
+    if "quality" in parts:
+        rust_issues, rust_comments = exports["rust"]
+        late, _ = timed_fit(rust_issues, rust_comments, 1, hours_after_creation=24)
+        quality.append({"data": "rust", "t": "created_at + 24 h (comments)",
+                        "rows": int(late["closed_within_7d"].notna().sum()),
+                        "ours": auc_of(late, FEATURE_NAMES),
+                        "ours_without_text_score": auc_of(late, [c for c in FEATURE_NAMES if c != "text_score"]),
+                        "text_score_alone": text_score_auc(late),
+                        "reference_leaky": auc_of(late, REFERENCE_NAMES)})
+        print(quality[-1], flush=True)
 
-    incr = []
-    for size in [int(s) for s in args.sizes.split(",") if s]:
+    for size in [int(s) for s in args.sizes.split(",") if s] if "incremental" in parts else ():
         incr.append(incremental(size, args.repeats))
         print(incr[-1], flush=True)
 
-    write_results(Path(args.out), info, through, quality, incr, args.repeats)
+    if parts >= {"throughput", "quality", "incremental"}:
+        write_results(Path(args.out), info, through, quality, incr, args.repeats)
 
 
 def write_results(path: Path, info, through, quality, incr, repeats) -> None:
@@ -189,14 +213,29 @@ def write_results(path: Path, info, through, quality, incr, repeats) -> None:
                      f"{r['own_text_s']:.2f} | {r['own_text_per_s']:,.0f} | {r['text_score_s']:.2f} | "
                      f"{r['total_s']:.2f} |")
     lines += ["", "### Incremental: one more day on a history (FeatureBuilder.update, text score off)", "",
-              "| history | full fit s | update s (median) | first update s | changed rows/day | recomputed rows |",
-              "|---:|---:|---:|---:|---:|---:|"]
+              "The same days after the fit, twice: thinned to the same activity on every history size "
+              "(`synthetic.same_activity`: 40 new issues, 10 closes of older issues and 60 comments a day) "
+              "and with the generator's natural activity (its daily rate is max(50, history / 3000) issues, "
+              "so the 1M history gets ~7x more). Changed rows = new or changed issue rows in the day's upsert; "
+              "first update = the first update after the fit (one-off costs, natural activity).", "",
+              "| history | full fit s | same activity: update s (median) | changed rows / comments per day | "
+              "recomputed rows | natural: update s (median) | changed rows / comments per day | recomputed rows | "
+              "first update s |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in incr:
-        lines.append(f"| {r['history']:,} | {r['full_fit_s']:.2f} | {r['update_s']:.3f} | {r['first_update_s']:.3f} | "
-                     f"{r['changed_rows']:,} | "
-                     f"{r['recomputed_rows']:,} |")
+        s, n = r["same"], r["natural"]
+        lines.append(f"| {r['history']:,} | {n['full_fit_s']:.2f} | {s['update_s']:.3f} | "
+                     f"{s['changed_rows']:,} / {s['new_comments']:,} | {s['recomputed_rows']:,} | "
+                     f"{n['update_s']:.3f} | {n['changed_rows']:,} / {n['new_comments']:,} | "
+                     f"{n['recomputed_rows']:,} | {n['first_update_s']:.3f} |")
     if len(incr) >= 2:
-        lines += ["", f"Update time ratio largest/smallest history: {incr[-1]['update_s'] / incr[0]['update_s']:.1f}x."]
+        first, last = incr[0], incr[-1]
+        lines += ["", f"Update time ratio largest/smallest history ({last['history']:,} / {first['history']:,}), "
+                      f"same day of activity (the target's measure, <= 2x): "
+                      f"**{last['same']['update_s'] / first['same']['update_s']:.1f}x**. "
+                      f"With the generator's natural activity ({last['natural']['changed_rows']:,} vs "
+                      f"{first['natural']['changed_rows']:,} changed rows a day): "
+                      f"{last['natural']['update_s'] / first['natural']['update_s']:.1f}x."]
     lines += ["", "### Quality: XGBoost test AUC, 75/25 temporal split (issues with a known label)", "",
               f"Params: `{XGB_PARAMS}`.", "",
               "| data | prediction time | labelled rows | ours | ours without text score | text score alone | "

@@ -18,11 +18,13 @@ Public API:
             upsert the changed/new issue rows and new comments, find the earliest affected time itself
             (new creations, changed closes, first sightings, new comments; an edited title/body/author
             recomputes that row, and with the text score on, every row after its label settled),
-            patch the event logs (a small delta log per index, folded into the base when it grows) and
+            patch the event logs (a small delta log per index, folded into the base when it grows; each
+            log from its own earliest change, so a moved first sighting only re-cuts the a_seen log, and
+            the rows whose events are at or after a log's cut come from time indexes, not table scans) and
             recompute only the affected rows. When the upsert only touches existing rows in place and
             appends newer issues (a daily sync), the column store, the result and the labels are patched
-            in O(changes) plus O(log n) (amortized: spare capacity, lookups built on the first update);
-            otherwise the tables are re-sorted.
+            in O(changes) plus O(log n) (amortized: spare capacity, lookups and time indexes built on the
+            fit or the first update); otherwise the tables are re-sorted.
         .frame: DataFrame                                   the current result, built on demand from the
                                                             result columns without copying: a frame kept
                                                             across update() sees patched rows (copy it)
@@ -48,7 +50,10 @@ with no history. Comments attach to issues by (repo, number).
 
 Inside, the tables are numpy columns (`_Columns`: int64/float64 microseconds, dense key codes from one
 factorize per column, object arrays for text) with spare capacity; `.issues`/`.comments` are DataFrame views
-of them for callers that want frames (the serving module).
+of them for callers that want frames (the serving module). The fit builds the event logs without a general
+sort (logs on the same time column share one stable time order, then a stable pass over each log's keys,
+both as value sorts of packed integers) and asks each log once per set of window shifts with the queries in
+(key, time) order (`events.Queries`).
 """
 
 from __future__ import annotations
@@ -63,7 +68,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from issue_assets.features.events import EventIndex, KeyCoder
+from issue_assets.features.events import (
+    EventIndex,
+    KeyCoder,
+    Queries,
+    factorize,
+    key_order,
+    stable_order,
+    time_order,
+)
 from issue_assets.features.frames import TS, normalize_comments, normalize_issues
 from issue_assets.features.labels import DEFAULT_HORIZON_DAYS
 from issue_assets.features.registry import FEATURE_NAMES, REFERENCE_NAMES
@@ -85,6 +98,9 @@ _PY_STRING = pd.array([], dtype=pd.StringDtype("python"))
 ISSUE_NUMERIC = ("_rk", "_ak", "_uid", "_c", "_cl", "_fs", "_pos", "_known", "_capped", "_maint", "_t", "_target",
                  "_bot", "is_pull_request", "id", "number")
 ISSUE_OBJECTS = ("repo", "title", "body", "labels")
+#: input issue columns the builder reads
+ISSUE_INPUTS = ("repo", "id", "number", "title", "body", "labels", "comments", "user_login", "user_id", "user_type",
+                "author_association", "created_at", "closed_at", "first_seen_at", "fetched_at", "is_pull_request")
 COMMENT_NUMERIC = ("_rk", "_ak", "_uid", "_ct", "_maint", "id", "issue_number")
 
 
@@ -103,9 +119,11 @@ def _ts(us: np.ndarray) -> pd.arrays.DatetimeArray:
 
 
 def _float_to_us(x: np.ndarray) -> np.ndarray:
-    out = np.full(len(x), NAT, dtype="int64")
-    ok = ~np.isnan(x)
-    out[ok] = x[ok].astype("int64")
+    missing = np.isnan(x)
+    if not missing.any():
+        return x.astype("int64")
+    out = np.where(missing, 0.0, x).astype("int64")
+    out[missing] = NAT
     return out
 
 
@@ -127,14 +145,14 @@ def _strings(objects: np.ndarray, dtype=None):
 
 def _isin(series: pd.Series, values) -> np.ndarray:
     """series.isin(values) with NA -> False, one hash pass plus a check per distinct value."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    flags = np.append(np.isin(np.asarray(uniques, dtype=object), list(values)), False)
+    codes, uniques = factorize(series)
+    flags = np.append(np.isin(uniques, list(values)), False)
     return flags[codes]
 
 
 def _is_bot(login: pd.Series, user_type: pd.Series) -> np.ndarray:
-    codes, uniques = pd.factorize(login, use_na_sentinel=True)
-    names = pa.array(np.asarray(uniques, dtype=object), type=pa.string())
+    codes, uniques = factorize(login)
+    names = pa.array(uniques, type=pa.string())
     flags = pc.fill_null(pc.ends_with(pc.utf8_lower(names), "[bot]"), False).to_numpy(zero_copy_only=False)
     return np.append(flags, False)[codes] | _isin(user_type, ("Bot",))
 
@@ -143,8 +161,10 @@ def _author_key(repo_codes: np.ndarray, user_id: pd.Series, login: pd.Series, lo
     """(repo, user id) as one int64; a login stands in for a missing id; -1 for an unknown author."""
     uid = user_id if user_id.dtype == "Int64" else user_id.astype("Int64")
     has_id = ~uid.isna().to_numpy()
-    who = uid.to_numpy(dtype="int64", na_value=0) % (USER_BITS // 2)
-    by_login = ~has_id & login.notna().to_numpy()
+    who = uid.to_numpy(dtype="int64", na_value=0) & (USER_BITS // 2 - 1)  # = % 2**39 (floor), without a division
+    by_login = ~has_id
+    if by_login.any():
+        by_login[by_login] = login[by_login].notna().to_numpy()
     if by_login.any():
         who[by_login] = USER_BITS // 2 + logins.encode(login[by_login].to_numpy(dtype=object))
     key = repo_codes * USER_BITS + who
@@ -152,10 +172,39 @@ def _author_key(repo_codes: np.ndarray, user_id: pd.Series, login: pd.Series, lo
     return key
 
 
-def repo_code(repo) -> np.ndarray:
-    codes, uniques = pd.factorize(np.asarray(repo, dtype=object))
-    crc = np.array([zlib.crc32(str(name).encode("utf-8")) & 0x7FFFFFFF for name in uniques], dtype="float64")
+def repo_code(repo, codes: np.ndarray | None = None, names=None) -> np.ndarray:
+    """A stable number per repository name (crc32). `codes`/`names` (repo = names[codes]) skip the hashing."""
+    if codes is None or names is None or (len(codes) and (codes.min() < 0 or codes.max() >= len(names))):
+        codes, names = pd.factorize(np.asarray(repo, dtype=object))
+    crc = np.array([zlib.crc32(str(name).encode("utf-8")) & 0x7FFFFFFF for name in names], dtype="float64")
     return crc[codes]
+
+
+#: name: (table, key column, time column, rows considered (None: all), mask, weight columns) of each event
+#: log; "_issue" is "not a pull request", "_one" a weight of 1. Must agree with FeatureBuilder._events.
+_LOGS = {
+    "r_created": ("iss", "_rk", "_c", None, None, ("_issue", "is_pull_request")),
+    "r_closed": ("iss", "_rk", "_cl", None, None, ("_issue", "is_pull_request")),
+    "r_label": ("iss", "_rk", "_known", "_issue", None, ("_one", "_pos", "_capped")),
+    "a_created": ("iss", "_ak", "_c", None, None, ("_issue", "is_pull_request")),
+    "a_issue_closed": ("iss", "_ak", "_cl", None, "_issue", ("_one",)),
+    "a_label": ("iss", "_ak", "_known", "_issue", None, ("_one", "_pos")),
+    "a_seen": ("iss", "_ak", "_fs", "_maint", None, ("_one",)),
+    "r_comments": ("com", "_rk", "_ct", None, None, ("_one",)),
+    "a_comments": ("com", "_ak", "_ct", None, None, ("_one", "_maint")),
+}
+
+
+#: (table, time column) -> rows considered (None: all): the time indexes updates use to find the rows
+#: whose event in a log is at or after its cutoff (first sightings count for maintainers only: a_seen)
+_TIME_INDEXED = {("iss", "_cl"): None, ("iss", "_fs"): "_maint", ("com", "_ct"): None}
+
+
+def _with_columns(df: pd.DataFrame, cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    """df plus these columns, sharing every array (assigning columns one by one copies each)."""
+    data = {name: df[name] for name in df.columns if name not in cols}
+    data.update(cols)
+    return pd.DataFrame(data, index=df.index, copy=False)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -163,10 +212,22 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _key_order(keys: np.ndarray, t: np.ndarray, t_sorted: bool) -> np.ndarray:
-    """Rows ordered by (key, t): one radix pass when t is already sorted and keys are small."""
-    if t_sorted and len(keys) and keys.min() >= -1 and keys.max() < 2**16 - 1:
-        return np.argsort((keys + 1).astype("uint16"), kind="stable")
-    return np.lexsort((t, keys))
+    """Rows ordered by (key, t), ties in row order (np.lexsort((t, keys)))."""
+    return stable_order(keys, t, times_sorted=t_sorted)
+
+
+def _sums_at(index, q: Queries, shifts=(0,)) -> list[np.ndarray]:
+    """[index.sums(q.keys, q.times + shift) for shift in shifts]; indexes without the batched method (the
+    serving module's wrappers) are asked once per shift."""
+    if hasattr(index, "sums_at"):
+        return index.sums_at(q, shifts)
+    return [index.sums(q.keys, q.times + s, True, q.order) for s in shifts]
+
+
+def _last_time_at(index, q: Queries, inclusive: bool) -> np.ndarray:
+    if hasattr(index, "last_time_at"):
+        return index.last_time_at(q, inclusive)
+    return index.last_time(q.keys, q.times, inclusive, q.order)
 
 
 def _ranges(lo: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -231,29 +292,37 @@ class _Columns:
 
 
 class _Lookup:
-    """int64 key -> row position: a sorted base plus a small unsorted tail, merged when the tail grows."""
+    """int64 key -> row position: a sorted base plus a small sorted tail, merged when the tail grows."""
 
     def __init__(self, keys: np.ndarray):
-        self._order = np.argsort(keys, kind="stable")
+        # (keys >> 40, keys & (2**40 - 1)) sorts as the keys do (any int64): a packed time-style sort of the
+        # low part and a pass over the few high parts (repositories) beat a general stable argsort.
+        self._order = stable_order(keys >> 40, keys & (2**40 - 1))
         self._sorted = keys[self._order]
         self._extra_keys = np.zeros(0, dtype="int64")
         self._extra_pos = np.zeros(0, dtype="int64")
 
+    @staticmethod
+    def _find(sorted_keys: np.ndarray, positions: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
+        if len(sorted_keys):
+            i = np.minimum(np.searchsorted(sorted_keys, q), len(sorted_keys) - 1)
+            hit = sorted_keys[i] == q
+            out[hit] = positions[i[hit]]
+
     def get(self, q: np.ndarray) -> np.ndarray:
         q = np.asarray(q, dtype="int64")
         out = np.full(len(q), -1, dtype="int64")
-        if len(self._sorted):
-            i = np.minimum(np.searchsorted(self._sorted, q), len(self._sorted) - 1)
-            hit = self._sorted[i] == q
-            out[hit] = self._order[i[hit]]
-        if len(self._extra_keys):
-            j = pd.Index(self._extra_keys).get_indexer(q)
-            out[j >= 0] = self._extra_pos[j[j >= 0]]
+        self._find(self._sorted, self._order, q, out)
+        self._find(self._extra_keys, self._extra_pos, q, out)
         return out
 
     def add(self, keys: np.ndarray, positions: np.ndarray) -> None:
-        self._extra_keys = np.concatenate([self._extra_keys, keys])
-        self._extra_pos = np.concatenate([self._extra_pos, positions])
+        keys = np.asarray(keys, dtype="int64")
+        order = np.argsort(keys, kind="stable")
+        # The tail stays sorted: an O(tail) insert per call, no hashing of the whole tail per lookup.
+        at = np.searchsorted(self._extra_keys, keys[order], side="right")
+        self._extra_keys = np.insert(self._extra_keys, at, keys[order])
+        self._extra_pos = np.insert(self._extra_pos, at, np.asarray(positions, dtype="int64")[order])
         if len(self._extra_keys) > max(1024, len(self._sorted) // 8):
             keys_all = np.concatenate([self._sorted, self._extra_keys])
             pos_all = np.concatenate([self._order, self._extra_pos])
@@ -261,6 +330,45 @@ class _Lookup:
             self._sorted, self._order = keys_all[order], pos_all[order]
             self._extra_keys = self._extra_keys[:0]
             self._extra_pos = self._extra_pos[:0]
+
+
+class _TimeIndex:
+    """Rows of a table whose time column is at or after a given time, without scanning the table: a
+    time-sorted snapshot of the rows plus the rows written since (appended, or patched in place, which
+    the table's writer reports with .touch). Rebuilt by its owner when the written rows pass 1/8."""
+
+    def __init__(self, times: np.ndarray, keep: np.ndarray | None = None, *, sorted_rows=None):
+        """keep: the only rows that matter (others are never returned unless written since).
+        sorted_rows: (int64 times of the whole column, those rows in time order); gathered when first used."""
+        if sorted_rows is None:
+            ok = ~np.isnan(times)
+            rows = np.flatnonzero(ok if keep is None else ok & keep)
+            ti = times[rows].astype("int64")
+            order = time_order(ti)
+            if order is not None:
+                rows, ti = rows.take(order), ti.take(order)
+        else:
+            ti, rows = sorted_rows
+            ti = (ti, rows)  # gathered on first use
+        self._rows, self._times, self.n = rows, ti, len(times)
+        self._touched: list[np.ndarray] = []
+        self.written = 0
+
+    def touch(self, rows: np.ndarray) -> None:
+        self._touched.append(np.asarray(rows, dtype="int64"))
+        self.written += len(rows)
+
+    def stale(self, n_now: int) -> bool:
+        return self.written + (n_now - self.n) > max(4096, self.n // 8)
+
+    def rows_from(self, since: float, times_now: np.ndarray) -> np.ndarray:
+        """Ascending rows with times_now[row] >= since."""
+        if isinstance(self._times, tuple):
+            self._times = self._times[0].take(self._times[1])
+        cand = self._rows[np.searchsorted(self._times, int(np.ceil(since)), side="left"):]
+        extra = self._touched + [np.arange(self.n, len(times_now))]
+        cand = np.unique(np.concatenate([cand, *extra])) if any(len(e) for e in extra) else np.sort(cand)
+        return cand[times_now[cand] >= since]
 
 
 class FeatureBuilder:
@@ -282,6 +390,10 @@ class FeatureBuilder:
         self._uid_lookup: _Lookup | None = None
         self._cuid_lookup: _Lookup | None = None
         self._cidx = None
+        self._c_order: bool | None = None
+        self._tidx: dict = {}
+        self._in_frame_buf = np.zeros(0, bool)
+        self._in_frame_n = 0
         self._repo_dtype = None
         self._fetched_us = np.nan
         self.timings: dict[str, float] = {}
@@ -317,25 +429,29 @@ class FeatureBuilder:
             "_target": self.include_pull_requests | ~df["is_pull_request"].to_numpy(),
             "_bot": _is_bot(df["user_login"], df["user_type"]),
         }
-        for name, values in derived.items():
-            df[name] = values
-        return df
+        return _with_columns(df, derived)
 
     def _derive_comments(self, df: pd.DataFrame) -> pd.DataFrame:
         rk = self._repos.encode(df["repo"])
-        df["_rk"] = rk
-        df["_ak"] = self._authors.encode(_author_key(rk, df["user_id"], df["user_login"], self._logins))
-        df["_uid"] = rk * USER_BITS + df["id"].to_numpy()
-        df["_ct"] = _us(df["created_at"])
-        df["_maint"] = _isin(df["author_association"], MAINTAINER_ASSOCIATIONS)
-        return df
+        return _with_columns(df, {
+            "_rk": rk,
+            "_ak": self._authors.encode(_author_key(rk, df["user_id"], df["user_login"], self._logins)),
+            "_uid": rk * USER_BITS + df["id"].to_numpy(),
+            "_ct": _us(df["created_at"]),
+            "_maint": _isin(df["author_association"], MAINTAINER_ASSOCIATIONS),
+        })
 
     def _issue_columns(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         n = len(df)
         cols = {name: df[name].to_numpy() for name in ISSUE_NUMERIC}
         for name in ("repo", "title", "body"):
             cols[name] = _objects(df[name])
-        cols["labels"] = df["labels"].to_numpy(dtype=object) if "labels" in df else np.full(n, "[]", dtype=object)
+        if "labels" not in df:
+            cols["labels"] = np.full(n, "[]", dtype=object)
+        elif isinstance(df["labels"].array, pd.arrays.StringArray) and df["labels"].dtype.storage == "python":
+            cols["labels"] = df["labels"].array._ndarray  # what to_numpy(dtype=object) copies (NA as pd.NA)
+        else:
+            cols["labels"] = df["labels"].to_numpy(dtype=object)
         cols["_refc"] = df["comments"].fillna(0).to_numpy(dtype="float64") if "comments" in df else np.zeros(n)
         cols["_slot"] = np.full(n, -1, dtype="int64")  # set when the rows enter the result
         return cols
@@ -361,6 +477,8 @@ class FeatureBuilder:
         self._iss = _Columns(self._issue_columns(df))
         self._issues_df = df
         self._uid_lookup = None
+        self._c_order = None
+        self._tidx = {k: v for k, v in getattr(self, "_tidx", {}).items() if k[0] != "iss"}
         if "fetched_at" in df and df["fetched_at"].notna().any():
             self._fetched_us = df["fetched_at"].max().value / 1000
         else:
@@ -378,75 +496,130 @@ class FeatureBuilder:
         self._comments_df = df
         self._cuid_lookup = None
         self._cidx = None
+        self._tidx = {k: v for k, v in getattr(self, "_tidx", {}).items() if k[0] != "com"}
 
-    def _events(self, since: float | None = None) -> dict[str, tuple]:
-        """Every event log as (keys, times, weights), optionally only events at or after `since`."""
+    def _events(self, since=None) -> dict[str, tuple]:
+        """Every event log as (keys, times, weights). `since`, a time or {log name: time}, keeps only the
+        events at or after it (and, as a dict, only the logs it names)."""
         s, cs = self._iss, self._com
-        if since is None:
-            rows, crows = slice(None), slice(None)
-        else:
-            c = s["_c"]
-            start = int(np.searchsorted(c, since - self._h_us - 1, side="left")) if self._c_sorted() else 0
-            late = (s["_cl"] >= since) | (s["_fs"] >= since)
-            late[start:] = True
-            rows = np.nonzero(late)[0]
-            crows = np.nonzero(cs["_ct"] >= since)[0]
-
-        def col(name):
-            return s[name][rows]
-
-        def ccol(name):
-            return cs[name][crows]
-
-        pr = col("is_pull_request")
-        issue = ~pr
-        rk, ak = col("_rk"), col("_ak")
-        c, cl, fs, known = col("_c"), col("_cl"), col("_fs"), col("_known")
-        pos, capped = col("_pos"), col("_capped")
-        n = len(c)
-        one = np.ones(n)
-        both = np.column_stack([issue, pr]).astype("float64")
-        crk, cak, ct = ccol("_rk"), ccol("_ak"), ccol("_ct")
-        m = len(ct)
-        specs = {
-            "r_created": (None, rk, c, both),
-            "r_closed": (None, rk, cl, both),
-            "r_label": (issue, rk, known, lambda sel: np.column_stack([one[sel], pos[sel], capped[sel]])),
-            "a_created": (None, ak, c, both),
-            "a_issue_closed": (issue, ak, cl, one),
-            "a_label": (issue, ak, known, lambda sel: np.column_stack([one[sel], pos[sel]])),
-            "a_seen": (col("_maint"), ak, fs, one),
-            "r_comments": (None, crk, ct, np.ones(m)),
-            "a_comments": (None, cak, ct, lambda sel: np.column_stack([np.ones(int(sel.sum())),
-                                                                        ccol("_maint")[sel]])),
-        }
+        tables = {"iss": s, "com": cs}
         out = {}
-        for name, (mask, keys, times, weights) in specs.items():
+        for name, (table, key_col, time_col, within, mask, weights) in _LOGS.items():
+            start = since.get(name) if isinstance(since, dict) else since
+            if isinstance(since, dict) and start is None:
+                continue
+            t = tables[table]
+            rows = slice(None) if start is None else self._rows_from(table, time_col, start)
+
+            def col(name, t=t, rows=rows):
+                return ~t["is_pull_request"][rows] if name == "_issue" else t[name][rows]
+
+            times = col(time_col)
             sel = ~np.isnan(times)
+            for m in (within, mask):
+                if m is not None:
+                    sel &= col(m)
+            if start is not None:
+                sel &= times >= start
+            w = np.empty((int(sel.sum()), len(weights)))
+            for j, wc in enumerate(weights):
+                w[:, j] = 1.0 if wc == "_one" else col(wc)[sel]
+            out[name] = (col(key_col)[sel], times[sel].astype("int64"), w)
+        return out
+
+    def _rows_from(self, table: str, col: str, since: float):
+        """Rows of a table whose `col` time can be at or after `since` (a superset; in table order)."""
+        if table == "iss" and col in ("_c", "_known"):
+            # known <= created_at + horizon: rows created before since - horizon have no label event after it
+            lo = since if col == "_c" else since - self._h_us - 1
+            c = self._iss["_c"]
+            return slice(int(np.searchsorted(c, lo, side="left")), None) if self._c_sorted() \
+                else np.flatnonzero(c >= lo)
+        t = self._iss if table == "iss" else self._com
+        key = (table, col)
+        index = self._tidx.get(key)
+        if index is None or index.stale(t.n):
+            within = _TIME_INDEXED[key]
+            index = self._tidx[key] = _TimeIndex(t[col], t[within] if within else None)
+        return index.rows_from(since, t[col])
+
+    def _touch(self, table: str, rows: np.ndarray) -> None:
+        """Rows of a table written in place: the time indexes must look at them again."""
+        for (name, _), index in self._tidx.items():
+            if name == table:
+                index.touch(rows)
+
+    def _build_indexes(self) -> dict[str, EventIndex]:
+        """The event logs of the whole tables (what EventIndex(*self._events()[name]) builds, identically),
+        sorted without a general sort: logs on the same times share one stable time order (created_at is
+        the table's order already), each log then needs only a stable pass over its keys, and every column
+        is gathered once, straight into sorted order."""
+        s, cs = self._iss, self._com
+        issue = ~s["is_pull_request"]
+        tables = {"iss": s, "com": cs}
+        extra = {"iss": {"_issue": issue}, "com": {}}
+        times: dict[tuple, tuple] = {}
+
+        def time_rows(table: str, col: str, within: str | None):
+            """(int64 times, rows with a time (and `within`), in stable time order)."""
+            key = (table, col, within)
+            if key not in times:
+                f = tables[table][col]
+                ti = _float_to_us(f)
+                ok = ~np.isnan(f)
+                if within is not None:
+                    ok &= extra[table][within] if within in extra[table] else tables[table][within]
+                rows = np.arange(len(ok)) if ok.all() else np.flatnonzero(ok)
+                in_order = table == "iss" and col == "_c" and self._c_sorted()
+                order = None if in_order else time_order(ti.take(rows))
+                times[key] = (ti, rows if order is None else rows.take(order))
+                if _TIME_INDEXED.get((table, col), "") == within:
+                    # The same time order serves the updates' "rows at or after" lookups.
+                    self._tidx[(table, col)] = _TimeIndex(f, sorted_rows=times[key])
+            return times[key]
+
+        out = {}
+        for name, (table, key_col, time_col, within, mask, weights) in _LOGS.items():
+            t = tables[table]
+            ti, rows = time_rows(table, time_col, within)
+            keys = t[key_col]
+            sel = keys >= 0
             if mask is not None:
-                sel &= mask
-            if since is not None:
-                sel &= times >= since
-            if callable(weights):
-                w = weights(sel).astype("float64")
-            else:
-                w = weights[sel]
-                w = w.reshape(len(w), weights.shape[1] if weights.ndim == 2 else 1)
-            out[name] = (keys[sel], times[sel].astype("int64"), w)
+                sel &= extra[table][mask] if mask in extra[table] else t[mask]
+            if not sel.all():
+                rows = rows[sel.take(rows)]
+            k = keys.take(rows)
+            korder = key_order(k)
+            if korder is not None:
+                rows = rows.take(korder)
+                k = k.take(korder)
+            w = np.empty((len(rows), len(weights)))
+            for j, col in enumerate(weights):
+                if col == "_one":
+                    w[:, j] = 1.0
+                else:
+                    w[:, j] = (extra[table][col] if col in extra[table] else t[col]).take(rows)
+            out[name] = EventIndex.presorted(k, ti.take(rows), w)
         return out
 
     def _c_sorted(self) -> bool:
-        c = self._iss["_c"]
-        return len(c) < 2 or bool((c[1:] >= c[:-1]).all())
+        """Issues in created_at order (as normalized tables are; kept by in-place patches and appends of
+        newer issues)."""
+        if self._c_order is None:
+            c = self._iss["_c"]
+            self._c_order = len(c) < 2 or bool((c[1:] >= c[:-1]).all())
+        return self._c_order
 
     def _load(self, issues: pd.DataFrame, comments: pd.DataFrame | None) -> None:
         self._repos, self._authors, self._logins = KeyCoder(), KeyCoder(), KeyCoder()
         with self._timed("load"):
+            # Only the columns the builder reads (a re-sort then moves no others), without copying them.
+            issues = pd.DataFrame({c: issues[c] for c in ISSUE_INPUTS if c in issues}, copy=False)
             self.issues = self._derive_issues(normalize_issues(issues))
             self.comments = self._derive_comments(normalize_comments(comments, sort=False))
             self.as_of = self._resolve_as_of(self._as_of_arg)
         with self._timed("event_logs"):
-            self.indexes = {name: EventIndex(*ev) for name, ev in self._events().items()}
+            self.indexes = self._build_indexes()
         with self._timed("text_score"):
             self._X = hash_texts(pd.Series(self._iss["title"]), pd.Series(self._iss["body"]), self.text_config) \
                 if self.use_text_score else None
@@ -531,13 +704,15 @@ class FeatureBuilder:
         issue = ~pr
         has_author = ak >= 0
         n = len(t)
-        t_sorted = n < 2 or bool((t[1:] >= t[:-1]).all())
-        by_author = _key_order(ak, t, t_sorted)
-        by_repo = _key_order(rk, t, t_sorted)
+        t_sorted = n < 2 or bool((ti[1:] >= ti[:-1]).all())
+        by_author = _key_order(ak, ti, t_sorted)
+        by_repo = _key_order(rk, ti, t_sorted)
+        # Each log is searched once per distinct shift with the queries in (key, time) order.
+        qa, qr = Queries(ak, ti, by_author), Queries(rk, ti, by_repo)
 
-        def sums(name, times):
-            keys, order = (rk, by_repo) if name.startswith("r_") else (ak, by_author)
-            return ix[name].sums(keys, times, True, order)
+        def sums(name, *shifts):
+            """[float64[n, w] per shift]: the log's sums at t + shift."""
+            return _sums_at(ix[name], qr if name.startswith("r_") else qa, shifts or (0,))
 
         def within(own_time, width_us):
             return (own_time <= t) & (own_time > t - width_us)
@@ -547,25 +722,25 @@ class FeatureBuilder:
         own_issue_a = issue & has_author
         f["author_unknown"] = (~has_author).astype("float64")
         f["author_is_bot"] = g("_bot").astype("float64")
-        created = sums("a_created", ti)
+        created, created_24h = sums("a_created", 0, -DAY_US)
         f["author_prior_issues"] = created[:, 0] - own_issue_a
         f["author_prior_prs"] = created[:, 1] - (pr & has_author)
-        lab = sums("a_label", ti)
+        lab = sums("a_label")[0]
         own_lab = own_issue_a & (known <= t)
         f["author_prior_labelled"] = lab[:, 0] - own_lab
         f["author_prior_closed_7d"] = lab[:, 1] - (own_lab & pos)
         f["author_prior_closed_7d_rate"] = _ratio(f["author_prior_closed_7d"], f["author_prior_labelled"])
-        closed = sums("a_issue_closed", ti)[:, 0] - (own_issue_a & (cl <= t))
+        closed = sums("a_issue_closed")[0][:, 0] - (own_issue_a & (cl <= t))
         f["author_open_issues"] = f["author_prior_issues"] - closed
         first = ix["a_created"].first_time(ak)
         f["author_days_since_first"] = np.where(first < c, (t - first) / DAY_US, np.nan)
-        last = ix["a_created"].last_time(ak, c.astype("int64"), inclusive=False, order=by_author)
+        last = _last_time_at(ix["a_created"], qa.with_times(c.astype("int64")), False)
         f["author_days_since_last"] = (t - last) / DAY_US
-        f["author_issues_24h"] = created[:, 0] - sums("a_created", ti - DAY_US)[:, 0] \
+        f["author_issues_24h"] = created[:, 0] - created_24h[:, 0] \
             - (own_issue_a & within(c, DAY_US))
-        comments = sums("a_comments", ti)
+        comments = sums("a_comments")[0]
         f["author_prior_comments"] = comments[:, 0]
-        seen = sums("a_seen", ti)[:, 0]
+        seen = sums("a_seen")[0][:, 0]
         f["author_maintainer_known"] = ((comments[:, 1] + seen) > 0).astype("float64")
         for name in [k for k in f if k.startswith("author_") and k not in ("author_unknown", "author_is_bot")]:
             if name.startswith("author_days") or name.endswith("_rate"):
@@ -573,33 +748,38 @@ class FeatureBuilder:
             else:
                 f[name] = np.where(has_author, f[name], 0.0)
         # repository
-        f["repo_code"] = repo_code(g("repo"))
-        opened = sums("r_created", ti)
-        shut = sums("r_closed", ti)
+        repos = getattr(self, "_repos", None)
+        names = repos._index if repos is not None and repos._index is not None else None
+        f["repo_code"] = repo_code(g("repo"), rk, names)
+        opened, opened_1d_ago, opened_7d_ago, opened_30d_ago = sums("r_created", 0, -DAY_US, -7 * DAY_US,
+                                                                      -30 * DAY_US)
+        shut, shut_7d_ago, shut_30d_ago = sums("r_closed", 0, -7 * DAY_US, -30 * DAY_US)
         own_closed = cl <= t
         f["repo_open_issues"] = (opened[:, 0] - issue) - (shut[:, 0] - (issue & own_closed))
         f["repo_open_prs"] = (opened[:, 1] - pr) - (shut[:, 1] - (pr & own_closed))
-        opened_24h = opened - sums("r_created", ti - DAY_US)
-        opened_7d = opened - sums("r_created", ti - 7 * DAY_US)
-        opened_30d = opened - sums("r_created", ti - 30 * DAY_US)
+        opened_24h = opened - opened_1d_ago
+        opened_7d = opened - opened_7d_ago
+        opened_30d = opened - opened_30d_ago
         f["repo_issues_opened_24h"] = opened_24h[:, 0] - (issue & within(c, DAY_US))
         f["repo_issues_opened_7d"] = opened_7d[:, 0] - (issue & within(c, 7 * DAY_US))
         f["repo_issues_opened_30d"] = opened_30d[:, 0] - (issue & within(c, 30 * DAY_US))
-        f["repo_issues_closed_7d"] = (shut[:, 0] - sums("r_closed", ti - 7 * DAY_US)[:, 0]) \
+        f["repo_issues_closed_7d"] = (shut[:, 0] - shut_7d_ago[:, 0]) \
             - (issue & within(cl, 7 * DAY_US))
-        f["repo_issues_closed_30d"] = (shut[:, 0] - sums("r_closed", ti - 30 * DAY_US)[:, 0]) \
+        f["repo_issues_closed_30d"] = (shut[:, 0] - shut_30d_ago[:, 0]) \
             - (issue & within(cl, 30 * DAY_US))
         f["repo_prs_opened_7d"] = opened_7d[:, 1] - (pr & within(c, 7 * DAY_US))
         f["repo_burst_ratio"] = f["repo_issues_opened_24h"] * 30.0 / (f["repo_issues_opened_30d"] + 1.0)
         own_w = np.column_stack([np.ones(n), pos, capped])
-        lab_all = sums("r_label", ti) - (issue & (known <= t))[:, None] * own_w
-        lab_old = sums("r_label", ti - 90 * DAY_US) - (issue & (known <= t - 90 * DAY_US))[:, None] * own_w
+        label_now, label_90d_ago = sums("r_label", 0, -90 * DAY_US)
+        lab_all = label_now - (issue & (known <= t))[:, None] * own_w
+        lab_old = label_90d_ago - (issue & (known <= t - 90 * DAY_US))[:, None] * own_w
         lab90 = lab_all - lab_old
         f["repo_labelled_issues"] = lab_all[:, 0]
         f["repo_closed_7d_rate"] = _ratio(lab_all[:, 1], lab_all[:, 0])
         f["repo_closed_7d_rate_90d"] = _ratio(lab90[:, 1], lab90[:, 0])
         f["repo_capped_close_days_90d"] = _ratio(lab90[:, 2], lab90[:, 0])
-        f["repo_comments_7d"] = (sums("r_comments", ti) - sums("r_comments", ti - 7 * DAY_US))[:, 0]
+        repo_comments, repo_comments_7d_ago = sums("r_comments", 0, -7 * DAY_US)
+        f["repo_comments_7d"] = (repo_comments - repo_comments_7d_ago)[:, 0]
         f["repo_age_days"] = (t - ix["r_created"].first_time(rk)) / DAY_US
         # calendar
         day_us = _float_to_us(c) // 1_000_000 // 86_400
@@ -609,10 +789,12 @@ class FeatureBuilder:
 
     def _comment_index(self):
         """Comments sorted by their issue key (repo code, issue number); later appends form a small tail."""
+        if self._cidx is not None and self._com.n - self._cidx[2] > max(4096, self._cidx[2] // 8):
+            self._cidx = None  # the unsorted tail of later comments has grown: fold it in
         if self._cidx is None:
             cs = self._com
             key = cs["_rk"] * ISSUE_KEY_BITS + cs["issue_number"]
-            order = np.argsort(key, kind="stable")
+            order = stable_order(key)
             self._cidx = (key[order], order, cs.n)
         return self._cidx
 
@@ -621,7 +803,7 @@ class FeatureBuilder:
         skeys, order, n0 = self._comment_index()
         cs = self._com
         rkey = rk * ISSUE_KEY_BITS + number
-        qorder = np.argsort(rkey, kind="stable")
+        qorder = stable_order(rkey)
         qs = rkey[qorder]
         lo = np.searchsorted(skeys, qs, side="left")
         lens = np.searchsorted(skeys, qs, side="right") - lo
@@ -790,7 +972,7 @@ class FeatureBuilder:
             comments = self._derive_comments(normalize_comments(new_comments, sort=False))
             cols = self._issue_columns(changed)
             pos = self._issue_lookup().get(cols["_uid"])
-            since, own_uids = self._earliest_change(cols, pos, comments)
+            since, per_log, own_uids = self._earliest_change(cols, pos, comments)
             old_as_of = self.as_of.value / 1000
             fast = self._upsert_issues(changed, cols, pos)
             if len(comments):
@@ -799,9 +981,11 @@ class FeatureBuilder:
                 self._fetched_us = np.fmax(self._fetched_us, changed["fetched_at"].max().value / 1000)
             self.as_of = self._resolve_as_of(as_of if as_of is not None else self._as_of_arg)
         with self._timed("event_logs"):
-            if np.isfinite(since):
-                for name, ev in self._events(since).items():
-                    self.indexes[name].replace_from(int(since), *ev)
+            # Each log from its own earliest change: a moved first sighting only touches the a_seen log.
+            per_log = {name: t for name, t in per_log.items() if np.isfinite(t)}
+            if per_log:
+                for name, ev in self._events(per_log).items():
+                    self.indexes[name].replace_from(int(per_log[name]), *ev)
         self._issues_df = None
         if fast is not None and self.hours_after_creation == 0:
             self._patch(since, fast, old_as_of)
@@ -812,6 +996,25 @@ class FeatureBuilder:
             recompute = target & ((self._iss["_t"] >= since) | ~self._in_frame | own)
             self._install_frame(self._assemble(recompute, self.frame), target)
         return self.frame
+
+    @property
+    def _in_frame(self) -> np.ndarray:
+        """Table rows that have a result row (a view of a buffer with spare capacity)."""
+        return self._in_frame_buf[: self._in_frame_n]
+
+    @_in_frame.setter
+    def _in_frame(self, values: np.ndarray) -> None:
+        self._in_frame_buf = np.asarray(values, dtype=bool)
+        self._in_frame_n = len(values)
+
+    def _grow_in_frame(self, k: int) -> None:
+        n = self._in_frame_n
+        if len(self._in_frame_buf) < n + k:
+            buf = np.zeros(n + k + max((n + k) // 8, 1024), dtype=bool)
+            buf[:n] = self._in_frame_buf[:n]
+            self._in_frame_buf = buf
+        self._in_frame_buf[n:n + k] = False
+        self._in_frame_n = n + k
 
     def _issue_lookup(self) -> _Lookup:
         if self._uid_lookup is None:
@@ -842,12 +1045,13 @@ class FeatureBuilder:
         if fast:
             if len(where):
                 s.put(where, {k: v[exists] for k, v in cols.items() if k != "_slot"})
+                self._touch("iss", where)
             n_old = s.n
             fresh = ~exists
             if fresh.any():
                 s.append({k: v[fresh] for k, v in cols.items()})
                 self._issue_lookup().add(cols["_uid"][fresh], np.arange(n_old, s.n))
-                self._in_frame = np.concatenate([self._in_frame, np.zeros(int(fresh.sum()), bool)])
+                self._grow_in_frame(int(fresh.sum()))
             if hashed is not None:
                 take = np.arange(s.n)
                 take[where] = n_old + np.nonzero(exists)[0]
@@ -882,6 +1086,7 @@ class FeatureBuilder:
             moved = (cs["_rk"][where] != cols["_rk"][exists]) | \
                 (cs["issue_number"][where] != cols["issue_number"][exists])
             cs.put(where, {k: v[exists] for k, v in cols.items()})
+            self._touch("com", where)
             if moved.any():
                 self._cidx = None
         if (~exists).any():
@@ -941,12 +1146,15 @@ class FeatureBuilder:
             lv, lm, at = self._label_arrays(rows)
             o.put(s["_slot"][rows], {"_lv": lv, "_lm": lm, "label_known_at": at})
 
-    def _earliest_change(self, cols: dict, pos: np.ndarray, comments: pd.DataFrame) -> tuple[float, np.ndarray]:
-        """Earliest event time the upserts can move, and the uids of rows whose own fields changed."""
+    def _earliest_change(self, cols: dict, pos: np.ndarray, comments: pd.DataFrame
+                         ) -> tuple[float, dict[str, float], np.ndarray]:
+        """Earliest event time the upserts can move (overall, and per event log), and the uids of rows
+        whose own fields changed."""
         s = self._iss
         exists = pos >= 0
         where = pos[exists]
-        times = [cols["_c"][~exists]]
+        fresh = ~exists
+        times = [cols["_c"][fresh]]
 
         def differs(col):
             a, b = s[col][where], cols[col][exists]
@@ -966,20 +1174,42 @@ class FeatureBuilder:
 
         times.append(old_new("_cl")[differs("_cl")])
         times.append(old_new("_fs")[differs("_fs") | differs("_maint")])
-        identity = differs("_c") | differs("_ak") | differs("is_pull_request") | differs("number")
+        author, kind = differs("_ak"), differs("is_pull_request")
+        identity = differs("_c") | author | kind | differs("number")
         times.append(old_new("_c")[identity])
         own = differs("title") | differs("body") | differs("_bot") | differs("labels") | differs("_refc") | identity
         if self.use_text_score:
             # An edited text changes the training documents of every model fitted after its label settled.
             times.append(old_new("_known")[own])
+        comment_times = []
         if len(comments):
-            times.append(comments["_ct"].to_numpy())
+            comment_times.append(comments["_ct"].to_numpy())
             hit = self._comment_lookup().get(comments["_uid"].to_numpy())
-            times.append(self._com["_ct"][hit[hit >= 0]])
-        all_times = np.concatenate([np.asarray(x, dtype="float64") for x in times])
-        all_times = all_times[~np.isnan(all_times)]
-        since = float(all_times.min()) if len(all_times) else np.inf
-        return since, cols["_uid"][exists][own]
+            comment_times.append(self._com["_ct"][hit[hit >= 0]])
+
+        def earliest(parts) -> float:
+            values = np.concatenate([np.asarray(x, dtype="float64") for x in parts]) if parts else np.zeros(0)
+            values = values[~np.isnan(values)]
+            return float(values.min()) if len(values) else np.inf
+
+        # Per log: the times of the events an upsert adds or removes there (new rows: all their events;
+        # changed rows: old and new times of a log whose key, time, mask or weights moved).
+        label = differs("_known") | differs("_pos") | differs("_capped") | kind
+        moved = {
+            "_c": {"r": differs("_c") | kind, "a": differs("_c") | kind | author},
+            "_cl": {"r": differs("_cl") | kind, "a": differs("_cl") | kind | author},
+            "_known": {"r": label, "a": label | author},
+            "_fs": {"a": differs("_fs") | differs("_maint") | author},
+        }
+        per_log = {}
+        for name, (table, _, time_col, _, _, _) in _LOGS.items():
+            if table == "com":
+                per_log[name] = earliest(comment_times)
+            else:
+                changed = moved[time_col][name[0]]
+                per_log[name] = earliest([cols[time_col][fresh], old_new(time_col)[changed]])
+        since = min(earliest(times + comment_times), *per_log.values())
+        return since, per_log, cols["_uid"][exists][own]
 
 
 def compute_features(issues: pd.DataFrame, comments: pd.DataFrame | None = None, *,

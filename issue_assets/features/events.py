@@ -9,10 +9,19 @@ Public API:
             permutation sorting the queries by (key, time), only makes it faster
         .last_time(qkeys, qtimes, inclusive=True, order=None) -> float64[m] latest such time (NaN if none)
         .first_time(qkeys) -> float64[m]                         earliest event time of the key (NaN if none)
+        .sums_at(queries: Queries, shifts, inclusive=True) -> [float64[m, w] per shift]
+            .sums at qtimes + shift for each shift, the queries searched once in their sorted order
+        .last_time_at(queries: Queries, inclusive=True) -> float64[m]
+        EventIndex.presorted(keys, times, weights) -> EventIndex  events already valid and (key, time)-sorted
         .replace_from(cutoff, keys, times, weights) -> None      drop events at or after cutoff, insert the
                                                               given ones (all at or after cutoff): only a
                                                               small delta log is rebuilt; it is folded into
                                                               the base when it passes 1/8 of it
+    Queries(qkeys, qtimes, order)   many queries and a permutation sorting them by (key, time), prepared once
+                                    for every log asked with them
+    stable_order(keys, times=None) -> int64 permutation: rows by (key, time), ties in row order (the
+                                    result of np.lexsort((times, keys)), by packed-value sorts)
+    time_order(times) -> int64 permutation sorting times stably (None if already sorted)
 
 Events are sorted by (key, time); a query finds its key's segment with searchsorted and bisects the times
 inside it, all queries together. When (key, time) fits one int64 (times in whole seconds, as GitHub's
@@ -24,6 +33,32 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+try:
+    from pandas._libs.hashtable import StringHashTable as _StringHashTable
+except ImportError:  # pragma: no cover
+    _StringHashTable = None
+
+
+def factorize(values) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 codes, -1 for NA; object ndarray of the distinct values) in order of first appearance, as
+    pd.factorize gives them. Python-backed strings are factorized on their object array (pandas' own path
+    for them first rebuilds the array with NA as None: a scan and a copy); Arrow-backed ones use
+    pyarrow's dictionary_encode through pandas."""
+    arr = values.array if isinstance(values, pd.Series) else values
+    if isinstance(arr, pd.arrays.StringArray) and getattr(arr.dtype, "storage", "python") == "python":
+        # Every cell a str or NA: pandas' string hash table, as pd.factorize picks for an all-str array
+        # (it first checks every cell for that; a non-str cell, the NA, is coded -1 here).
+        try:
+            uniques, codes = _StringHashTable(len(arr)).factorize(arr._ndarray, na_sentinel=-1)
+            return np.asarray(codes, dtype="int64"), np.asarray(uniques, dtype=object)
+        except (AttributeError, TypeError, ValueError):  # pragma: no cover - another pandas version
+            arr = arr._ndarray
+    if isinstance(arr, np.ndarray):
+        codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return np.asarray(codes, dtype="int64"), np.asarray(uniques, dtype=object)
 
 
 class KeyCoder:
@@ -38,9 +73,8 @@ class KeyCoder:
             raw, uniques = pd.factorize(np.where(values < 0, -1, values))
             keep = uniques >= 0
         else:
-            raw, uniques = pd.factorize(pd.array(values, dtype="object") if not isinstance(values, pd.Series)
-                                        else values, use_na_sentinel=True)
-            uniques = np.asarray(uniques, dtype=object)
+            raw, uniques = factorize(values if isinstance(values, pd.Series | np.ndarray)
+                                     else pd.array(values, dtype="object"))
             keep = np.ones(len(uniques), bool)
         ucodes = np.full(len(uniques) + 1, -1, dtype="int64")
         if keep.any():
@@ -71,24 +105,133 @@ def _as_2d(weights: np.ndarray, n: int) -> np.ndarray:
     return w[:, None] if w.ndim == 1 else w.reshape(n, w.shape[1])
 
 
-def _order(keys: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """A (key, time) order. Radix passes when keys fit 16 bits; times already sorted need only the key pass."""
+def _index_bits(n: int) -> int:
+    return max(1, int(n - 1).bit_length())
+
+
+def _packed_argsort(values: np.ndarray, vmin: int, vmax: int) -> np.ndarray | None:
+    """The stable argsort of int64 `values` in [vmin, vmax], as one value sort of (value << b) | row (rows
+    make the packed values distinct, so any sort gives the stable order; numpy's value sort is vectorized
+    and several times faster than a stable argsort). None if the packed values would not fit 62 bits."""
+    n = len(values)
+    bits = _index_bits(n)
+    if (vmax - vmin).bit_length() + bits > 62:
+        return None
+    packed = values - vmin if vmin else values.copy()
+    packed <<= bits
+    packed |= np.arange(n, dtype="int64")
+    packed.sort()
+    packed &= (1 << bits) - 1
+    return packed
+
+
+def time_order(times: np.ndarray) -> np.ndarray | None:
+    """A permutation sorting int64 times stably; None when they are already sorted."""
+    times = np.asarray(times, dtype="int64")
+    n = len(times)
+    if n < 2 or bool((times[1:] >= times[:-1]).all()):
+        return None
+    tmin, tmax = int(times.min()), int(times.max())
+    order = _packed_argsort(times, tmin, tmax)
+    if order is None:
+        # Microseconds spanning years do not fit beside the row number; whole seconds (GitHub's) do.
+        seconds = times // 1_000_000
+        if not (times - seconds * 1_000_000).any():
+            order = _packed_argsort(seconds, tmin // 1_000_000, tmax // 1_000_000)
+    return order if order is not None else np.argsort(times, kind="stable")
+
+
+def key_order(keys: np.ndarray) -> np.ndarray | None:
+    """A permutation sorting int64 keys stably; None when they are already sorted."""
     n = len(keys)
-    if n == 0:
-        return np.arange(0)
-    kmax = int(keys.max())
-    sorted_times = n < 2 or bool((times[1:] >= times[:-1]).all())
-    if kmax < 2**16 - 1:
-        k16 = keys.astype("uint16")
-        if sorted_times:
-            return np.argsort(k16, kind="stable")
-        by_time = np.argsort(times, kind="stable")
-        return by_time[np.argsort(k16[by_time], kind="stable")]
-    tmin = int(times.min())
-    span = int(times.max()) - tmin + 1
-    if (kmax + 1) * span < 2**62:
-        return np.argsort(keys * span + (times - tmin), kind="stable")
-    return np.lexsort((times, keys))
+    if n < 2:
+        return None
+    kmin, kmax = int(keys.min()), int(keys.max())
+    if kmin == kmax or bool((keys[1:] >= keys[:-1]).all()):
+        return None
+    if kmax - kmin < 8:
+        # A few keys (repositories): one stable partition per key beats any sort.
+        return np.concatenate([np.flatnonzero(keys == k) for k in range(kmin, kmax + 1)])
+    order = _packed_argsort(keys, kmin, kmax)
+    return order if order is not None else np.argsort(keys, kind="stable")
+
+
+def stable_order(keys: np.ndarray, times: np.ndarray | None = None, *, by_time: np.ndarray | None = None,
+                 times_sorted: bool = False) -> np.ndarray:
+    """Rows ordered by (key, time), ties in row order: np.lexsort((times, keys)), computed as a stable time
+    sort (skipped when `times_sorted`, or given as `by_time`) followed by a stable key sort."""
+    keys = np.asarray(keys, dtype="int64")
+    n = len(keys)
+    if by_time is None and not times_sorted and times is not None:
+        by_time = time_order(times)
+    if by_time is None:
+        korder = key_order(keys)
+        return np.arange(n) if korder is None else korder
+    korder = key_order(keys.take(by_time))
+    return by_time if korder is None else by_time.take(korder)
+
+
+def _searchsorted(hay: np.ndarray, needles: np.ndarray, side: str) -> np.ndarray:
+    """np.searchsorted(hay, needles, side) for sorted needles. A haystack smaller than the needles is
+    searched the other way round: each element's place among the needles, then a running count
+    (n log m + m steps instead of m log n; the same positions)."""
+    m = len(needles)
+    if len(hay) * 4 >= m * 3:
+        return np.searchsorted(hay, needles, side=side)
+    # hay[j] counts for needle i (hay[j] <= needle[i], or < for side="left") iff i >= k[j]
+    k = np.searchsorted(needles, hay, side="left" if side == "right" else "right")
+    return np.cumsum(np.bincount(k, minlength=m + 1)[:m])
+
+
+def _order(keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """A (key, time) order, ties in row order."""
+    return stable_order(keys, times) if len(keys) else np.arange(0)
+
+
+class Queries:
+    """Many (key, time) queries with a permutation `order` sorting them by (key, time), prepared once for
+    every log they are asked of: each log is then searched front to back (sorted searchsorted, sequential
+    gathers) and answers are put back in query order by one gather. Keys < 0 (no key) count nothing."""
+
+    def __init__(self, qkeys, qtimes, order: np.ndarray, *, _like: Queries | None = None):
+        self.keys = np.asarray(qkeys, dtype="int64")
+        self.times = np.asarray(qtimes, dtype="int64")
+        self.order = np.asarray(order)
+        self.sorted_times = self.times.take(self.order)
+        self._seconds = None
+        if _like is not None:
+            self.sorted_keys, self.first_valid, self._shared = _like.sorted_keys, _like.first_valid, _like._shared
+        else:
+            self.sorted_keys = self.keys.take(self.order)
+            keys_sorted = bool((self.sorted_keys[1:] >= self.sorted_keys[:-1]).all())
+            self.first_valid = int(np.searchsorted(self.sorted_keys, 0, side="left")) if keys_sorted else None
+            self._shared = {}
+        sk, st = self.sorted_keys, self.sorted_times
+        #: (key, time) non-decreasing in sorted order (always, unless with_times gave other times)
+        self.in_order = self.first_valid is not None and bool(((sk[1:] > sk[:-1]) | (st[1:] >= st[:-1])).all())
+
+    def with_times(self, qtimes) -> Queries:
+        """The same keys and order (which need not sort the new times: it only makes searches faster)."""
+        return Queries(self.keys, qtimes, self.order, _like=self)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def seconds(self) -> np.ndarray | None:
+        """The sorted query times in whole seconds, or None if some are not whole seconds."""
+        if self._seconds is None:
+            sec = self.sorted_times // 1_000_000
+            self._seconds = sec if not (self.sorted_times - sec * 1_000_000).any() else False
+        return None if self._seconds is False else self._seconds
+
+    def scatter(self, sorted_values: np.ndarray) -> np.ndarray:
+        """Values computed in sorted order, back in query order (a gather of whole rows)."""
+        inverse = self._shared.get("inverse")
+        if inverse is None:
+            inverse = np.empty(len(self.order), dtype="int64")
+            inverse[self.order] = np.arange(len(self.order))
+            self._shared["inverse"] = inverse
+        return np.take(sorted_values, inverse, axis=0)
 
 
 class _SortedLog:
@@ -104,13 +247,25 @@ class _SortedLog:
         self.keys, self.times, self._w = keys, times, weights
         self._cum = np.zeros((len(weights) + 1, weights.shape[1]), dtype="float64")
         np.cumsum(weights, axis=0, out=self._cum[1:])
-        self._whole_seconds = not (times % 1_000_000).any() if len(times) else True
+        self._ws = None
         self._packed = {}
-        self._perm = None
         self._first = None
+        self._seg = None
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def _whole_seconds(self) -> bool:
+        if self._ws is None:
+            self._seconds()
+        return self._ws
+
+    def _seconds(self) -> np.ndarray | None:
+        """The times in whole seconds (None if some are not); sets _whole_seconds."""
+        seconds = self.times // 1_000_000
+        self._ws = not len(self.times) or bool(np.array_equal(seconds * 1_000_000, self.times))
+        return seconds if self._ws else None
 
     def _composite(self, unit: int):
         """(key, time) packed into one sortable int64, or None if it would not fit."""
@@ -122,35 +277,63 @@ class _SortedLog:
             span = tmax - tmin + 3
             kmax = int(self.keys.max()) + 1
             if kmax * span < 2**62:
-                packed = (tmin, tmax, span, self.keys * span + (self.times // unit - (tmin - 1)))
+                scaled = self.times if unit == 1 else self._seconds() if unit == 1_000_000 else None
+                if scaled is None:
+                    scaled = self.times // unit
+                comp = self.keys * span
+                comp += scaled
+                comp -= tmin - 1
+                packed = (tmin, tmax, span, comp)
         self._packed[unit] = packed
         return packed
 
     def window(self, start: np.ndarray, pos: np.ndarray) -> np.ndarray:
         return np.take(self._cum, pos, axis=0) - np.take(self._cum, start, axis=0)
 
-    def sorted_positions(self, qkeys: np.ndarray, qtimes: np.ndarray, inclusive: bool, order: np.ndarray):
-        """Positions of the queries taken in `order` (sorted by key, time), in that order."""
-        cached = self._perm
-        if cached is not None and cached[0] is qkeys and cached[1] is order:
-            qk_sorted, start_sorted = cached[2], cached[3]
-        else:
-            qk_sorted = qkeys.take(order)
-            start_sorted = np.searchsorted(self.keys, qk_sorted, side="left")
-            self._perm = (qkeys, order, qk_sorted, start_sorted)
-        return self.positions(qk_sorted, qtimes.take(order), inclusive, start=start_sorted)
+    def segment_starts(self, qkeys: np.ndarray) -> np.ndarray:
+        """searchsorted(keys, qkeys, 'left') for qkeys >= 0: a table lookup when keys are dense codes."""
+        if self._seg is None:
+            n = len(self.keys)
+            size = int(self.keys[-1]) + 2 if n else 1
+            self._seg = np.searchsorted(self.keys, np.arange(size), side="left") if size <= 4 * n + 1024 else False
+        if self._seg is not False:
+            return self._seg.take(np.minimum(qkeys, len(self._seg) - 1))
+        return np.searchsorted(self.keys, qkeys, side="left")
+
+    def shifted_positions(self, qkeys: np.ndarray, qtimes: np.ndarray, qseconds: np.ndarray | None, shifts,
+                          inclusive: bool, start: np.ndarray, in_order: bool = False) -> list[np.ndarray]:
+        """For queries with keys >= 0 (times qtimes; qseconds = qtimes in whole seconds, or None), the end of
+        each key's events at time <= qtime + shift (< if not inclusive), one array per shift: the same
+        positions as .positions(qkeys, qtimes + shift, inclusive). in_order: the queries are sorted by
+        (key, time)."""
+        if len(self.keys) == 0 or len(qkeys) == 0:
+            return [start.copy() for _ in shifts]
+        unit = 1_000_000 if self._whole_seconds and qseconds is not None \
+            and all(s % 1_000_000 == 0 for s in shifts) else 1
+        packed = self._composite(unit)
+        if packed is None:
+            return [self.positions(qkeys, qtimes + s, inclusive, start=start)[1] for s in shifts]
+        tmin, tmax, span, comp = packed
+        q = qseconds if unit != 1 else qtimes
+        # Keys past the log's last key all end at its end (clipping them keeps the packed values in range).
+        keyoff = np.minimum(qkeys, int(self.keys[-1]) + 1)
+        keyoff *= span
+        keyoff -= tmin - 1
+        side = "right" if inclusive else "left"
+        out = []
+        needle = np.empty_like(keyoff)
+        for s in shifts:
+            np.add(q, s // unit, out=needle)
+            np.clip(needle, tmin - 1, tmax + 1, out=needle)
+            needle += keyoff
+            out.append(_searchsorted(comp, needle, side) if in_order else np.searchsorted(comp, needle, side=side))
+        return out
 
     def positions(self, qkeys: np.ndarray, qtimes: np.ndarray, inclusive: bool, order=None, start=None):
         if order is not None:
             # Queries sorted by (key, time) search the sorted log front to back: far fewer cache misses.
-            cached = self._perm
-            if cached is not None and cached[0] is qkeys and cached[1] is order:
-                qk_sorted, start_sorted = cached[2], cached[3]
-            else:
-                qk_sorted = qkeys[order]
-                start_sorted = np.searchsorted(self.keys, qk_sorted, side="left")
-                self._perm = (qkeys, order, qk_sorted, start_sorted)
-            start_s, pos_s = self.positions(qk_sorted, qtimes[order], inclusive, start=start_sorted)
+            qk_sorted = qkeys[order]
+            start_s, pos_s = self.positions(qk_sorted, qtimes[order], inclusive)
             start, pos = np.empty_like(start_s), np.empty_like(pos_s)
             start[order], pos[order] = start_s, pos_s
             return start, pos
@@ -158,13 +341,13 @@ class _SortedLog:
             start = np.searchsorted(self.keys, qkeys, side="left")
         if len(self.keys) == 0:
             return start, start.copy()
-        unit = 1_000_000 if self._whole_seconds and not (qtimes % 1_000_000).any() else 1
+        unit = 1_000_000 if self._whole_seconds and np.array_equal(qtimes // 1_000_000 * 1_000_000, qtimes) else 1
         packed = self._composite(unit)
         if packed is not None:
             tmin, tmax, span, comp = packed
             q = np.clip(qtimes // unit, tmin - 1, tmax + 1) - (tmin - 1)
-            pos = np.searchsorted(comp, np.where(qkeys >= 0, qkeys, 0) * span + q,
-                                  side="right" if inclusive else "left")
+            k = np.minimum(np.where(qkeys >= 0, qkeys, 0), int(self.keys[-1]) + 1)
+            pos = np.searchsorted(comp, k * span + q, side="right" if inclusive else "left")
             return start, np.where(qkeys >= 0, pos, start)
         lo = start.copy()
         hi = np.searchsorted(self.keys, qkeys, side="right")
@@ -252,6 +435,16 @@ class EventIndex:
         self._base, self._cut, self._delta = base, None, None
         return base
 
+    @classmethod
+    def presorted(cls, keys: np.ndarray, times: np.ndarray, weights: np.ndarray) -> EventIndex:
+        """An index of events already valid (keys >= 0) and in (key, time) order, ties in input order."""
+        index = cls.__new__(cls)
+        index._base = _SortedLog(np.asarray(keys, dtype="int64"), np.asarray(times, dtype="int64"),
+                                 _as_2d(weights, len(keys)), presorted=True)
+        index._cut = None
+        index._delta = None
+        return index
+
     def _base_positions(self, qkeys, qtimes, inclusive, order=None):
         start, pos = self._base.positions(qkeys, qtimes, inclusive, order)
         if self._cut is not None:
@@ -259,16 +452,73 @@ class EventIndex:
             pos = np.minimum(pos, cut_pos)
         return start, pos
 
+    def _sorted_parts(self, q: Queries, shifts, inclusive: bool):
+        """(valid, [(log, start, [pos per shift])]) for the sorted queries with a key (`valid` selects them)."""
+        valid = slice(q.first_valid, None) if q.first_valid is not None else np.flatnonzero(q.sorted_keys >= 0)
+        sk, st = q.sorted_keys[valid], q.sorted_times[valid]
+        sec = q.seconds()
+        sec = sec[valid] if sec is not None else None
+        base = self._base
+        start = base.segment_starts(sk)
+        pos = base.shifted_positions(sk, st, sec, shifts, inclusive, start, q.in_order)
+        if self._cut is not None and len(sk):
+            cut = np.full(len(sk), self._cut, dtype="int64")
+            cut_sec = cut // 1_000_000 if self._cut % 1_000_000 == 0 else None
+            cut_pos = base.shifted_positions(sk, cut, cut_sec, (0,), False, start, isinstance(valid, slice))[0]
+            pos = [np.minimum(p, cut_pos) for p in pos]
+        parts = [(base, start, pos)]
+        if self._delta is not None and len(self._delta):
+            d = self._delta
+            dstart = d.segment_starts(sk)
+            parts.append((d, dstart, d.shifted_positions(sk, st, sec, shifts, inclusive, dstart, q.in_order)))
+        return valid, parts
+
+    def sums_at(self, q: Queries, shifts=(0,), inclusive: bool = True) -> list[np.ndarray]:
+        """[sums(q.keys, q.times + shift, inclusive) for shift in shifts]: float64[m, w] arrays."""
+        w = self._base._cum.shape[1]
+        m = len(q)
+        valid, parts = self._sorted_parts(q, shifts, inclusive)
+        (base, start, pos), *rest = parts
+        first = np.take(base._cum, start, axis=0)
+        out = []
+        for j, p in enumerate(pos):
+            # Computed in sorted order on contiguous rows, then one gather back to query order.
+            got = np.empty((m, w))
+            if isinstance(valid, slice):
+                got[: valid.start] = 0.0
+                part = got[valid]
+                np.take(base._cum, p, axis=0, out=part, mode="clip")  # (mode="raise" buffers `out`)
+            else:
+                part = np.take(base._cum, p, axis=0)
+            part -= first
+            for log, dstart, dpos in rest:
+                part += log.window(dstart, dpos[j])
+            if not isinstance(valid, slice):
+                got[:] = 0.0
+                got[valid] = part
+            out.append(q.scatter(got))
+        return out
+
+    def last_time_at(self, q: Queries, inclusive: bool = True) -> np.ndarray:
+        """last_time(q.keys, q.times, inclusive)."""
+        out = np.full(len(q), np.nan)
+        valid, parts = self._sorted_parts(q, (0,), inclusive)
+        got_all = None
+        for log, start, (pos,) in parts:
+            has = pos > start
+            got = np.full(len(start), np.nan)
+            got[has] = log.times[pos[has] - 1]
+            got_all = got if got_all is None else np.fmax(got_all, got)
+        out[valid] = got_all
+        return q.scatter(out)
+
     def sums(self, qkeys, qtimes, inclusive: bool = True, order=None) -> np.ndarray:
         qkeys = np.asarray(qkeys, dtype="int64")
         qtimes = np.asarray(qtimes, dtype="int64")
-        if order is not None and self._cut is None and self._delta is None:
+        if order is not None:
             # Sorted queries: sequential searches and gathers, one scatter of the result.
-            start, pos = self._base.sorted_positions(qkeys, qtimes, inclusive, order)
-            out = np.empty((len(qkeys), self._base._cum.shape[1]))
-            out[order] = self._base.window(start, pos)
-            return out
-        start, pos = self._base_positions(qkeys, qtimes, inclusive, order)
+            return self.sums_at(Queries(qkeys, qtimes, order), (0,), inclusive)[0]
+        start, pos = self._base_positions(qkeys, qtimes, inclusive)
         out = self._base.window(start, pos)
         if self._delta is not None and len(self._delta):
             ds, dp = self._delta.positions(qkeys, qtimes, inclusive)
@@ -278,8 +528,10 @@ class EventIndex:
     def last_time(self, qkeys, qtimes, inclusive: bool = True, order=None) -> np.ndarray:
         qkeys = np.asarray(qkeys, dtype="int64")
         qtimes = np.asarray(qtimes, dtype="int64")
+        if order is not None:
+            return self.last_time_at(Queries(qkeys, qtimes, order), inclusive)
         out = np.full(len(qkeys), np.nan)
-        parts = [(self._base, self._base_positions(qkeys, qtimes, inclusive, order))]
+        parts = [(self._base, self._base_positions(qkeys, qtimes, inclusive))]
         if self._delta is not None and len(self._delta):
             parts.append((self._delta, self._delta.positions(qkeys, qtimes, inclusive)))
         for log, (start, pos) in parts:
@@ -308,9 +560,10 @@ class EventIndex:
         if len(times) and times.min() < cutoff:
             raise ValueError("replacement events must be at or after the cutoff")
         sel = keys >= 0
-        keys, times, weights = keys[sel], times[sel], weights[sel]
+        if not sel.all():
+            keys, times, weights = keys[sel], times[sel], weights[sel]
         order = _order(keys, times)
-        keys, times, weights = keys[order], times[order], weights[order]
+        keys, times, weights = keys.take(order), times.take(order), np.take(weights, order, axis=0)
         if self._cut is None or cutoff <= self._cut:
             self._cut = cutoff
             delta = _SortedLog(keys, times, weights, presorted=True)

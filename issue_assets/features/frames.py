@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas._libs import lib
 
 from issue_assets.github.normalize import to_utc
 
@@ -36,41 +37,74 @@ def to_utc_series(values: pd.Series) -> pd.Series:
     return to_utc(values)
 
 
+def _has_na(values: pd.Series) -> bool:
+    """values.hasnans, without pandas' per-cell NA scan for python-backed strings when there is none."""
+    arr = values.array
+    if isinstance(arr, pd.arrays.StringArray) and getattr(arr.dtype, "storage", "python") == "python":
+        try:
+            if lib.is_string_array(arr._ndarray, skipna=False):
+                return False  # every cell a str (one C type check per cell)
+        except (AttributeError, TypeError):  # pragma: no cover - pandas' private helper changed
+            pass
+    return bool(values.hasnans)
+
+
 def _string(df: pd.DataFrame, col: str, fill=None) -> pd.Series:
     if col not in df:
         return pd.Series(fill, index=df.index, dtype="string")
     s = df[col] if isinstance(df[col].dtype, pd.StringDtype) else df[col].astype("string")
-    return s.fillna(fill) if fill is not None and s.hasnans else s
+    return s.fillna(fill) if fill is not None and _has_na(s) else s
+
+
+def _set_string(df: pd.DataFrame, col: str, fill=None) -> None:
+    """df[col] as a string column (NA -> fill); a column already so is left alone (assigning copies it)."""
+    s = _string(df, col, fill)
+    if col not in df or s is not df[col]:
+        df[col] = s
+
+
+def _set_typed(df: pd.DataFrame, col: str, dtype: str) -> None:
+    if df[col].dtype != dtype:
+        df[col] = df[col].astype(dtype)
 
 
 def _typed(df: pd.DataFrame, col: str, dtype: str) -> pd.Series:
     return df[col] if df[col].dtype == dtype else df[col].astype(dtype)
 
 
+def _unique_ids(ids: pd.Series) -> bool:
+    values = ids.to_numpy()
+    if len(values) < 2 or bool((values[1:] > values[:-1]).all()):
+        return True  # increasing (ids follow creation): unique without hashing
+    return pd.Index(values).is_unique
+
+
 def normalize_issues(issues: pd.DataFrame) -> pd.DataFrame:
     df = issues.copy(deep=False)  # every change below assigns a new column: the input is never written
     for col in ISSUE_TIME_COLUMNS:
-        df[col] = to_utc_series(df[col]) if col in df else pd.Series(pd.NaT, index=df.index, dtype=TS)
+        if col not in df:
+            df[col] = pd.Series(pd.NaT, index=df.index, dtype=TS)
+        elif df[col].dtype != TS:
+            df[col] = to_utc_series(df[col])
     if df["created_at"].hasnans:
         df = df.loc[df["created_at"].notna()]
     early = df["closed_at"].notna() & (df["closed_at"] < df["created_at"])
     if early.any():
         df["closed_at"] = df["closed_at"].where(~early, df["created_at"])
-    df["repo"] = _string(df, "repo", "")
-    df["title"] = _string(df, "title")
-    df["body"] = _string(df, "body")
-    df["user_login"] = _string(df, "user_login")
-    df["user_type"] = _string(df, "user_type")
-    df["author_association"] = _string(df, "author_association")
-    df["user_id"] = _typed(df, "user_id", "Int64") if "user_id" in df else pd.Series(pd.NA, index=df.index,
-                                                                                      dtype="Int64")
+    _set_string(df, "repo", "")
+    for col in ("title", "body", "user_login", "user_type", "author_association"):
+        _set_string(df, col)
+    if "user_id" in df:
+        _set_typed(df, "user_id", "Int64")
+    else:
+        df["user_id"] = pd.Series(pd.NA, index=df.index, dtype="Int64")
     if "is_pull_request" not in df:
         df["is_pull_request"] = False
     elif df["is_pull_request"].dtype != bool:
         df["is_pull_request"] = df["is_pull_request"].fillna(False).astype(bool)
-    df["id"] = _typed(df, "id", "int64")
-    df["number"] = _typed(df, "number", "int64")
-    if not pd.Index(df["id"]).is_unique:
+    _set_typed(df, "id", "int64")
+    _set_typed(df, "number", "int64")
+    if not _unique_ids(df["id"]):
         df = df.sort_values(["repo", "id", "fetched_at"], kind="stable", na_position="first")
         df = df.drop_duplicates(["repo", "id"], keep="last")
     return _sorted(df)
@@ -84,6 +118,21 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     step = np.diff(created)
     if (step > 0).all():
         return _reindexed(df)
+    if (step >= 0).all():
+        # Sorted by time: only runs of equal created_at can be out of order; check and sort just those.
+        tie = np.flatnonzero(step == 0)
+        repo = df["repo"].array
+        python_strings = isinstance(repo, pd.arrays.StringArray) and getattr(repo.dtype, "storage", "") == "python"
+        names = repo._ndarray if python_strings else np.asarray(repo.to_numpy(dtype=object))
+        ids = df["id"].to_numpy()
+        a, b = names[tie], names[tie + 1]
+        in_order = (b > a) | ((b == a) & (ids[tie + 1] > ids[tie]))
+        if in_order.all():
+            return _reindexed(df)
+        rows = np.union1d(tie, tie + 1)
+        codes, _ = pd.factorize(names[rows], sort=True)
+        moved = rows[np.lexsort((ids[rows], codes, created[rows]))]
+        return _permuted(df, rows, moved)
     codes, names = pd.factorize(df["repo"], sort=True)
     ids = df["id"].to_numpy()
     tie = step == 0
@@ -92,6 +141,18 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
         return _reindexed(df)
     order = np.lexsort((ids, codes, created))
     return _reindexed(df.take(order))
+
+
+def _permuted(df: pd.DataFrame, rows: np.ndarray, source: np.ndarray) -> pd.DataFrame:
+    """df with row rows[i] taken from row source[i] (a permutation of those rows; all others stay): each
+    column copied once and patched at those rows, cheaper than a take when few rows move."""
+    cols = {}
+    for name in df.columns:
+        values = df[name].array
+        out = values.copy()
+        out[rows] = values.take(source)
+        cols[name] = out
+    return pd.DataFrame(cols, index=pd.RangeIndex(len(df)), copy=False)
 
 
 def _reindexed(df: pd.DataFrame) -> pd.DataFrame:
@@ -112,16 +173,20 @@ def normalize_comments(comments: pd.DataFrame | None, *, sort: bool = True) -> p
         empty["user_id"] = empty["user_id"].astype("Int64")
         empty["created_at"] = pd.Series(dtype=TS)
         return empty
-    df = comments[[c for c in cols if c in comments]].copy(deep=False)
-    df["created_at"] = to_utc_series(df["created_at"])
+    # The needed columns without copying them (selecting a list of columns copies every block).
+    df = pd.DataFrame({c: comments[c] for c in cols if c in comments}, copy=False)
+    if df["created_at"].dtype != TS:
+        df["created_at"] = to_utc_series(df["created_at"])
     if df["created_at"].hasnans:
         df = df.loc[df["created_at"].notna()]
     for col in ("repo", "user_login", "user_type", "author_association"):
-        df[col] = _string(df, col, "" if col == "repo" else None)
-    df["user_id"] = _typed(df, "user_id", "Int64") if "user_id" in df else pd.Series(pd.NA, index=df.index,
-                                                                                      dtype="Int64")
-    df["issue_number"] = _typed(df, "issue_number", "int64")
-    df["id"] = _typed(df, "id", "int64")
-    if not pd.Index(df["id"]).is_unique:
+        _set_string(df, col, "" if col == "repo" else None)
+    if "user_id" in df:
+        _set_typed(df, "user_id", "Int64")
+    else:
+        df["user_id"] = pd.Series(pd.NA, index=df.index, dtype="Int64")
+    _set_typed(df, "issue_number", "int64")
+    _set_typed(df, "id", "int64")
+    if not _unique_ids(df["id"]):
         df = df.drop_duplicates(["repo", "id"], keep="last")
     return _sorted(df) if sort else _reindexed(df)

@@ -7,6 +7,10 @@ Public API:
     snapshot_tables(issues, comments, cutoff) -> (issues, comments)     as a sync at cutoff held them
     changes_between(issues, comments, start, end) -> (changed_issues, new_comments)
         the upsert a sync at `end` brings to one at `start` (for FeatureBuilder.update)
+    same_activity(issues, comments, days, *, new=40, closed=10, new_comments=60, seed=0) -> (issues, comments)
+        the history thinned after days[0] so that each day (days[k], days[k+1]] brings exactly `new` new
+        issues, `closed` closes of older issues and `new_comments` comments (fewer only if the day had
+        fewer): the same day of activity on histories of any size. Nothing up to days[0] changes.
 Creation times are a Poisson process of `per_day` items per day; close delays are log-normal with a
 quarter never closed; a Zipf-like author mix gives heavy repeat authors. Everything is vectorized.
 """
@@ -134,3 +138,33 @@ def changes_between(issues: pd.DataFrame, comments: pd.DataFrame | None, start, 
         return changed, None
     fresh = comments.loc[comments["created_at"].gt(start) & comments["created_at"].le(end)]
     return changed, fresh.reset_index(drop=True)
+
+
+def same_activity(issues: pd.DataFrame, comments: pd.DataFrame | None, days, *, new: int = 40, closed: int = 10,
+                  new_comments: int = 60, seed: int = 0) -> tuple:
+    """Thin the activity after days[0] to fixed daily counts (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    days = [pd.Timestamp(d) for d in days]
+    created, closed_at = issues["created_at"], issues["closed_at"]
+    keep = (created <= days[-1]).to_numpy()
+    reopen = np.zeros(len(issues), bool)
+    for a, b in zip(days, days[1:], strict=False):
+        fresh = np.flatnonzero(keep & (created > a).to_numpy() & (created <= b).to_numpy())
+        keep[rng.choice(fresh, size=max(0, len(fresh) - new), replace=False)] = False
+        closing = np.flatnonzero(keep & (created <= a).to_numpy() & (closed_at > a).to_numpy()
+                                 & (closed_at <= b).to_numpy())
+        reopen[rng.choice(closing, size=max(0, len(closing) - closed), replace=False)] = True
+    iss = issues.copy()
+    iss.loc[reopen, "closed_at"] = pd.NaT
+    iss.loc[reopen, "state"] = "open"
+    iss = iss.loc[keep].reset_index(drop=True)
+    if comments is None:
+        return iss, None
+    kept = pd.MultiIndex.from_frame(iss[["repo", "number"]].astype({"repo": object}))
+    on_kept = pd.MultiIndex.from_arrays([comments["repo"].astype(object), comments["issue_number"]]).isin(kept)
+    ct = comments["created_at"]
+    use = on_kept & (ct <= days[-1]).to_numpy()
+    for a, b in zip(days, days[1:], strict=False):
+        pool = np.flatnonzero(use & (ct > a).to_numpy() & (ct <= b).to_numpy())
+        use[rng.choice(pool, size=max(0, len(pool) - new_comments), replace=False)] = False
+    return iss, comments.loc[use].reset_index(drop=True)
