@@ -165,19 +165,30 @@ class TrainedModel:
         return self.calibrator.apply(raw) if self.calibrator else raw
 
     def contributions(self, df: pd.DataFrame, top_k: int = 5) -> list[list[dict[str, Any]]]:
-        """Per row, the `top_k` features by |SHAP contribution| (log-odds of the uncalibrated booster)."""
-        contribs = self.booster.predict(self._matrix(df), pred_contribs=True)[:, :-1]
+        """Per row, the `top_k` features by |SHAP contribution| (log-odds of the uncalibrated booster).
+
+        SHAP values are XGBoost's `pred_contribs` (exact path-dependent TreeSHAP), computed by
+        `issue_assets.modeling.treeshap`; ties in |contribution| go to the earlier feature.
+        """
+        from issue_assets.modeling.treeshap import pred_contribs, top_k_contributions
+
+        if top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        missing = [c for c in self.feature_names if c not in df.columns]
+        if missing:
+            raise ValueError(f"input lacks model features {missing}")
         values = df[self.feature_names].to_numpy(dtype=float)
+        contribs = pred_contribs(self.booster, values.astype(np.float32), self.feature_names)
+        order, picked = top_k_contributions(contribs[:, :-1], top_k)
         out = []
-        for row, vals in zip(contribs, values, strict=True):
-            order = np.argsort(-np.abs(row), kind="stable")[:top_k]
+        for cols, vals, row in zip(order, values, picked, strict=True):
             out.append([
                 {
                     "feature": self.feature_names[j],
                     "value": None if np.isnan(vals[j]) else float(vals[j]),
-                    "contribution": float(row[j]),
+                    "contribution": float(c),
                 }
-                for j in order
+                for j, c in zip(cols, row, strict=True)
             ])
         return out
 
