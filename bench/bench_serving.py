@@ -5,11 +5,17 @@
 
 Builds a simulated repository (1,500 issues) into a temporary lake, trains and promotes a model,
 starts the service with uvicorn in a separate process, then:
-  1. single-issue POST /predict at a fixed rate (open loop: requests are sent on schedule by
-     `concurrency` threads whatever the latency), a fixed number of requests;
-  2. POST /predict with `batch-size` new issues, `batches` times in a row;
-  3. in process, no I/O: score_features on `rows` prepared feature rows (probability, rank, top-5
+  1. single-issue POST /predict at a fixed rate (open loop: request i is due at start + i / rate and is
+     sent then by one of `concurrency` threads, whatever the latency of the others), a fixed number of
+     requests; twice: with a light client (http.client, one keep-alive connection per thread, bodies
+     encoded beforehand) and with `requests` sessions (encoding each body when sending it), as before;
+  2. the same requests one at a time on one connection (no queueing: the service's own latency);
+  3. POST /predict with `batch-size` new issues, `batches` times in a row;
+  4. in process, no I/O: score_features on `rows` prepared feature rows (probability, rank, top-5
      contributions), and the end-to-end batch of every open issue (features included).
+Latency is measured from the moment a request is sent; a request sent more than 5 ms after its due time
+(all client threads busy) is counted as late. Server and client CPU per request come from
+/proc/<pid>/stat and time.process_time over each phase (the client shares the machine's 2 cores).
 Writes bench/SERVING_RESULTS.md. Stops by itself.
 """
 
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import http.client
+import json
 import multiprocessing
 import os
 import platform
@@ -91,37 +99,83 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-def single_load(url: str, template: dict, n: int, rate: float, concurrency: int):
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Load:
+    """One load phase: latencies, failures, lateness, wall time and CPU of the server and the client."""
+
+    def __init__(self, latencies, failures, late, max_late, elapsed, server_cpu, client_cpu):
+        self.latencies, self.failures, self.late, self.max_late = latencies, failures, late, max_late
+        self.elapsed, self.server_cpu, self.client_cpu = elapsed, server_cpu, client_cpu
+        self.rps = len(latencies) / elapsed
+
+    def per_request_ms(self, cpu: float) -> float:
+        return 1000 * cpu / len(self.latencies)
+
+
+def _post_light(conn: http.client.HTTPConnection, body: bytes) -> int:
+    conn.request("POST", "/predict", body=body, headers={"content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def single_load(url: str, template: dict, n: int, rate: float, concurrency: int, server_pid: int,
+                client: str = "light", offset: int = 0) -> Load:
+    """`n` single-issue requests, request i due at start + i / rate (rate 0: back to back, one thread)."""
+    host, port = url.split("//", 1)[1].split(":")
+    issues = [new_issue(template, offset + i) for i in range(n)]
+    bodies = [json.dumps({"repository": REPO, "issue": item}).encode() for item in issues]
     latencies: list[float] = []
+    lateness: list[float] = []
     failures = 0
     lock = threading.Lock()
+    threads_n = concurrency if rate else 1
     start = time.perf_counter() + 0.2
-    interval = 1.0 / rate
+    interval = 1.0 / rate if rate else 0.0
 
     def worker(w: int):
         nonlocal failures
-        with requests.Session() as session:
-            for i in range(w, n, concurrency):
+        conn = http.client.HTTPConnection(host, int(port), timeout=30) if client == "light" else None
+        session = requests.Session() if client == "requests" else None
+        try:
+            for i in range(w, n, threads_n):
                 due = start + i * interval
                 delay = due - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-                body = {"repository": REPO, "issue": new_issue(template, i)}
                 t0 = time.perf_counter()
-                r = session.post(f"{url}/predict", json=body, timeout=30)
+                if conn is not None:
+                    status = _post_light(conn, bodies[i])
+                else:
+                    status = session.post(f"{url}/predict", json={"repository": REPO, "issue": issues[i]},
+                                          timeout=30).status_code
                 dt = time.perf_counter() - t0
                 with lock:
                     latencies.append(dt)
-                    failures += r.status_code != 200
+                    lateness.append(t0 - due if rate else 0.0)
+                    failures += status != 200
+        finally:
+            if conn is not None:
+                conn.close()
+            if session is not None:
+                session.close()
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(threads_n)]
+    cpu0, client0 = process_cpu(server_pid), time.process_time()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return latencies, failures, n / elapsed
+    late = [x for x in lateness if x > 0.005]
+    return Load(latencies, failures, len(late), max(lateness), elapsed, process_cpu(server_pid) - cpu0,
+                time.process_time() - client0)
 
 
 def batch_load(url: str, template: dict, batches: int, size: int):
@@ -184,8 +238,12 @@ def main() -> None:
             warm = [requests.post(f"{url}/predict", json={"repository": REPO, "issue": new_issue(template, -k)},
                                   timeout=30).status_code for k in range(1, 21)]
             assert set(warm) == {200}, warm
-            single, single_failures, single_rps = single_load(url, template, args.requests, args.rate,
-                                                              args.concurrency)
+            pid = process.pid
+            light = single_load(url, template, args.requests, args.rate, args.concurrency, pid, "light")
+            heavy = single_load(url, template, args.requests, args.rate, args.concurrency, pid, "requests",
+                                offset=args.requests)
+            alone = single_load(url, template, args.requests, 0, 1, pid, "light", offset=2 * args.requests)
+            metrics = requests.get(f"{url}/metrics", timeout=10).text
             batch, batch_failures = batch_load(url, template, args.batches, args.batch_size)
         finally:
             process.terminate()
@@ -195,7 +253,9 @@ def main() -> None:
         features = target_features(issues, comments, open_now, SNAPSHOT)
         reps = int(np.ceil(args.rows / len(features)))
         big = pd.concat([features] * reps, ignore_index=True).iloc[: args.rows]
+        t0 = time.perf_counter()  # the first call compiles (or loads from numba's cache) the TreeSHAP kernels
         score_features(model, version, big.iloc[:1000], SNAPSHOT)
+        first_call_s = time.perf_counter() - t0
         runs = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -215,7 +275,16 @@ def main() -> None:
     nproc = os.cpu_count()
     load = os.getloadavg()
     command = "cd /work/main && .venv/bin/python bench/bench_serving.py " + " ".join(sys.argv[1:])
-    single_p99 = percentile(single, 99)
+    single_p99 = percentile(light.latencies, 99)
+    paths = {line.split('"')[1]: int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+             if line.startswith("issue_assets_predict_requests_total{")}
+
+    def load_row(name: str, load: Load) -> str:
+        lat = load.latencies
+        return (f"| {name} | {len(lat)} | {load.failures} | {percentile(lat, 50):.1f} | {percentile(lat, 99):.1f} | "
+                f"{max(lat) * 1000:.1f} | {load.rps:.0f} req/s | {load.per_request_ms(load.server_cpu):.2f} | "
+                f"{load.per_request_ms(load.client_cpu):.2f} | {load.late} |")
+
     lines = [
         "# Serving benchmark",
         "",
@@ -226,21 +295,29 @@ def main() -> None:
         f"- data: simulated repository, {len(issues)} issues/PRs and {len(comments)} comments in the lake; "
         f"model {version} ({len(FEATURE_NAMES)} features, {model.booster.num_boosted_rounds()} trees); "
         f"setup {setup_s:.1f} s",
-        "- server: `run_server` (uvicorn, one worker) in a separate process on 127.0.0.1; the client is "
-        "`requests` in this process",
+        "- server: `run_server` (uvicorn, one worker) in a separate process on 127.0.0.1; the client runs in "
+        "this process, on the same 2 cores",
+        f"- POST /predict answered by the array-only fast path: {paths.get('fast', 0)}, by the general "
+        f"(DataFrame) path: {paths.get('general', 0)} (server counters after the single-issue phases)",
         "",
-        "| measurement | requests | failures | p50 ms | p99 ms | max ms | throughput |",
-        "|---|---|---|---|---|---|---|",
-        f"| single-issue POST /predict, open loop at {args.rate:.0f} req/s, {args.concurrency} client threads "
-        f"| {len(single)} | {single_failures} | {percentile(single, 50):.1f} | {single_p99:.1f} | "
-        f"{max(single) * 1000:.1f} | {single_rps:.0f} req/s |",
+        "| measurement | requests | failures | p50 ms | p99 ms | max ms | throughput | server CPU ms/req | "
+        "client CPU ms/req | sent > 5 ms late |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        load_row(f"single-issue POST /predict, open loop at {args.rate:.0f} req/s, {args.concurrency} client threads "
+                 "(http.client keep-alive, bodies encoded beforehand)", light),
+        load_row(f"the same with `requests` sessions (bodies encoded when sent), {args.concurrency} client threads",
+                 heavy),
+        load_row("single-issue POST /predict one at a time, one connection (no queueing)", alone),
         f"| POST /predict with {args.batch_size} new issues, sequential | {len(batch)} | {batch_failures} | "
         f"{percentile(batch, 50):.0f} | {percentile(batch, 99):.0f} | {max(batch) * 1000:.0f} | "
-        f"{args.batch_size * len(batch) / sum(batch):,.0f} issues/s |",
+        f"{args.batch_size * len(batch) / sum(batch):,.0f} issues/s | | | |",
         "",
         "| batch scoring, in process, no I/O | rows | seconds | issues/s |",
         "|---|---|---|---|",
-        f"| score_features: probability + rank + top-5 pred_contribs on prepared features (best of 3) | "
+        f"| first score_features call in this process (1,000 rows; includes compiling or loading the cached "
+        f"TreeSHAP kernels) | 1,000 | {first_call_s:.3f} | |",
+        f"| score_features: probability + rank + top-5 exact SHAP contributions (XGBoost's pred_contribs "
+        f"values, computed by issue_assets.modeling.treeshap) on prepared features (best of 3) | "
         f"{len(big):,} | {scoring_s:.3f} | {len(big) / scoring_s:,.0f} |",
         f"| score_features with top_k=0: probability + rank only (best of 3) | {len(big):,} | {proba_s:.3f} | "
         f"{len(big) / proba_s:,.0f} |",

@@ -6,10 +6,12 @@ import copy
 import csv
 import io
 import json
+import random
 import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -558,3 +560,408 @@ def test_fast_path_features_equal_reference_for_many_new_issues(pipeline):
             numeric = [c for c in want.columns if want[c].dtype.kind == "f"]
             np.testing.assert_allclose(got[numeric].to_numpy(), want[numeric].to_numpy(), rtol=1e-12, atol=1e-12)
             pd.testing.assert_frame_equal(got.drop(columns=numeric), want.drop(columns=numeric))
+
+
+# ---- the array-only fast path of POST /predict ---------------------------------------------------
+
+TEXT_FRAGMENTS = [
+    "@", "#", "1.2.3", "1.2", "v10.20", "`", "```", "````", "\n", " ", "\t", "\x0b", "\x0c", "\r", "\u00a0", "\u2028",
+    "> ", "- [ ]", "* [x]", "+ [X]", "# ", "### ", "    ####", "####### ", "at foo.bar", "12: 0xdeadBEEF", "#3 0xAB",
+    'File "a.py", line 9', "panicked at", "stack backtrace", "Traceback (most recent", "Stack trace:", "PHP Fatal",
+    "#4 foo(", "https://", "HTTP://", "http:/", "![alt](", "![", "](", "<img ", "<IMG\t", "steps to reproduce",
+    "Expected behavior", "expected behaviour", "actual result", "ACTUAL OUTPUT", "version info", "versions used",
+    "environment", "to reproduce", "meta", "metadata", "error", "ERRORS", "panic", "exception", "fatal", "segfault",
+    "segmentation fault", "crash", "crashes", "crashed", "ICE", "ice", "abort", "aborted", "how", "why", "what", "when",
+    "where", "is", "are", "can", "could", "does", "do", "is it possible", "question", "help", "?", "feature", "support",
+    "allow", "implement", "proposal", "rfc", "enhancement", "request", "add", "would be nice", "should", "bug", "fail",
+    "fails", "failed", "failure", "broken", "wrong", "incorrect", "regression", "unexpected", "doesn't work",
+    "doesnt work", "does not work", "not working", "\u017f", "\u212a", "\u0130", "\u0131", "é", "É", "日本", "😀",
+    "\u01c5", "\u24b6", "\U0003134a", "_", "&", "/", "a", "Z", "9", "[", "]", "(", ")", ":", "x", "\x00", "[tag]",
+    "comp/a.b-c: ", "@user", "a@b", "`@x`", "/@y", "&#1", "x#2", "#12a", "#12_", "0x", "\\", '"', "'", "\ud800",
+    "https://github.com/o/r/issues/1", "```python\nraise ValueError('x')\n```", "\u017fteps to reproduce", "ERR\u212a",
+]
+
+
+def random_text(rng: random.Random, parts: int) -> str:
+    out = []
+    for _ in range(parts):
+        fragment = rng.choice(TEXT_FRAGMENTS)
+        roll = rng.random()
+        out.append(fragment.upper() if roll < 0.15 else fragment.title() if roll < 0.25 else fragment)
+        if rng.random() < 0.5:
+            out.append(rng.choice([" ", "\n", "", "", ".", ",", "-", "\t", "\n\n", "  "]))
+    return "".join(out)
+
+
+def tricky_texts() -> list[tuple[object, object]]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    trace = "Traceback (most recent call last):\n" + '  File "x.py", line 3, in f\n    g()\n' * 400
+    return [
+        ("", ""), ("", None), (None, None), (np.nan, "x"), (pd.NA, pd.NA), ("  ", " \t\n\f\r "), ("\x0b", "\x0b"),
+        ("How do I configure the parser?", "Steps to reproduce\n```\ncode\n```\nExpected behaviour: works"),
+        ("[bug] crash: panic at 1.2.3", "@a@b #1#2 - [ ]- [x] > q\n# H\n  at foo.bar(Baz.java:1)\n#12 0xFF\n"),
+        ("ſteps K \u0130\u0131 ÉCOLE ǅ Ⓐ 日本語?", "\u0130ssue \u0131s \u017fegfault ER\u212aOR https://a.b ![i](u) <img src=x>"),
+        ("a\x00b", "x" * 70_000), ("x", "\ud800 lone \udfff"), ("q", "```` ````` ``` ``"), ("tail?  \n", "\n\n"),
+        ("Why", "why?how?what?"), ("fix: thing", "# a\n## b\n####### c\n   ### d\n    #### e"), ("plain", readme),
+        ("long", readme * 4), ("trace", trace), ("quotes", "> a\n>b\n  > c\nd > e"), ("1.2.3.4", "v1.2 1.2a 1.2.3b"),
+        ("mentions", "@x @y `@z` /@w a@b\n@c"), ("refs", "#1 &#2 x#3 (#4) #5a #6_ ##7"),
+        ("\U0003134a title", "body"), ("Ⅻ Ⓐ", "numbers ² ½ ①"), ("é" * 20_000, "é" * 70_000),
+    ]
+
+
+def test_text_rows_equal_text_columns():
+    """The plain-`re` text features equal the features module's pyarrow (RE2) ones, text by text."""
+    from issue_assets.features.text import text_columns
+    from issue_assets.serving import text_rows
+
+    assert text_rows.ready()
+    assert text_rows._patterns().arrow_only == []  # every pattern of the features module translates
+    rng = random.Random(5)
+    pairs = tricky_texts()
+    for k in range(3000):
+        pairs.append((random_text(rng, rng.randint(0, 14)) if k % 40 else None,
+                      random_text(rng, rng.randint(0, 120)) if k % 33 else None))
+    titles = [t for t, _ in pairs]
+    bodies = [b for _, b in pairs]
+    want = text_columns(pd.Series(titles, dtype=object), pd.Series(bodies, dtype=object))
+    python, to_arrow = text_rows._python_rows(titles, bodies)
+    assert len(to_arrow) <= 10, to_arrow  # the Python path answered nearly every text itself
+    assert list(python) == list(want)
+    for name, values in want.items():
+        ok = np.isclose(python[name], values, rtol=0, atol=0, equal_nan=True)
+        ok[to_arrow] = True
+        bad = np.nonzero(~ok)[0]
+        assert len(bad) == 0, (name, [(titles[i], bodies[i], python[name][i], values[i]) for i in bad[:3]])
+    got = text_rows.text_rows(titles, bodies)
+    for name, values in want.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+    for i in range(0, len(pairs), 97):  # one row at a time, as the service calls it
+        one = text_rows.text_rows(titles[i:i + 1], bodies[i:i + 1])
+        assert all(np.array_equal(one[k], want[k][i:i + 1], equal_nan=True) for k in want), pairs[i]
+
+
+def test_text_pattern_semantics_match_re2():
+    """What the translation relies on, checked against RE2 itself over every code point: letters and
+    capitals (where Python's Unicode tables know the code point), ASCII \\s \\d \\w, and case folding."""
+    import unicodedata
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from issue_assets.serving import text_rows
+
+    points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    chars = [chr(c) for c in points]
+    arr = pa.array(chars, type=pa.large_string())
+
+    def re2(pattern):
+        return np.asarray(pc.match_substring_regex(arr, pattern))
+
+    category = [unicodedata.category(ch) for ch in chars]
+    known = np.array([cat != "Cn" for cat in category])
+    assert np.array_equal(re2(r"\pL")[known], np.array([cat[0] == "L" for cat in category])[known])
+    assert np.array_equal(re2(r"\p{Lu}")[known], np.array([cat == "Lu" for cat in category])[known])
+    assert np.array_equal(np.array([ch.isalpha() for ch in chars])[known], re2(r"\pL")[known])
+    for pattern in (r"\s", r"\S", r"\d", r"\w", r"(?i)\w", r"(?i)[a-z]", r"(?i)[^\]]", r"(?i)[0-9a-f]", r"(?mi)^\s*at"):
+        python = re.compile(text_rows.translate(pattern), re.ASCII)
+        assert np.array_equal(re2(pattern), np.array([python.search(ch) is not None for ch in chars])), pattern
+    with pytest.raises(text_rows.Unsupported):
+        text_rows.translate(r"(?i)é")
+    with pytest.raises(text_rows.Unsupported):
+        text_rows.translate(r"(?<=a)b")
+
+
+def test_hashed_row_and_decision_equal_sklearn(pipeline):
+    """The one-row text score: the hashed vector and the SGD decision equal hash_texts / decision_function."""
+    from issue_assets.features.text_score import TextScoreConfig, hash_texts, period_start
+    from issue_assets.serving.text_rows import decision, hashed_row
+
+    config = TextScoreConfig()
+    prepared = PreparedHistory(pipeline.issues, pipeline.comments)
+    p0 = int(period_start(np.array([SNAPSHOT.value // 1000]), config)[0])
+    model = prepared._period_model(p0, prepared._builder)
+    assert model is not None
+    rng = random.Random(9)
+    pairs = tricky_texts()[:-3] + list(zip(pipeline.issues["title"], pipeline.issues["body"], strict=True))[:300]
+    pairs += [(random_text(rng, 8), random_text(rng, 60)) for _ in range(200)] + [("ab " * 9000, "")]
+    for title, body in pairs:
+        if isinstance(title, str) and "\ud800" in (title + (body if isinstance(body, str) else "")):
+            continue  # not valid UTF-8: the vectorizer refuses it (the service stores '?' instead)
+        X = hash_texts(pd.Series([title], dtype=object), pd.Series([body], dtype=object), config)
+        cols, data = hashed_row(title, body, config)
+        np.testing.assert_array_equal(cols, X.indices)
+        np.testing.assert_array_equal(data, X.data)
+        assert data.dtype == X.data.dtype
+        assert decision(model, (cols, data)) == model.decision_function(X)[0]
+
+
+def test_model_arrays_equal_fast_arrays(pipeline):
+    """PreparedHistory.model_arrays (the fast path's features) equals fast_arrays bit for bit, row by row."""
+    from issue_assets.features.frames import normalize_issues
+    from issue_assets.serving.features import _us, prepare_targets, utc
+
+    prepared = PreparedHistory(pipeline.issues, pipeline.comments)
+    targets = generated_targets(pipeline, 48)
+    base = targets["created_at"].max()
+    for T in (base + pd.Timedelta(hours=1), base + pd.Timedelta(days=3)):
+        for i in range(len(targets)):
+            raw = prepared._rows_of(normalize_issues(prepare_targets(targets.iloc[[i]], T)))
+            want = prepared.fast_arrays(raw, _us(utc(T)))
+            got = prepared.model_arrays(raw, _us(utc(T)))
+            assert want is not None and got is not None
+            for name in FEATURE_NAMES + ["prediction_time"]:
+                assert np.array_equal(np.asarray(got[name], float), np.asarray(want[name], float), equal_nan=True), \
+                    (i, name, got[name], want[name])
+
+
+def generated_targets(pipeline, count: int) -> pd.DataFrame:
+    rng = random.Random(21)
+    hist = pipeline.issues
+    authors = hist.dropna(subset=["user_id"]).drop_duplicates("user_id").head(30)
+    base = pd.Timestamp(pipeline.new_items[-1]["created_at"])
+    rows = []
+    for k in range(count):
+        a = authors.iloc[k % len(authors)]
+        row = {"repo": REPO, "id": 8_000_000 + k, "number": 81_000 + k, "title": random_text(rng, 6),
+               "body": random_text(rng, rng.randint(0, 60)).replace("\ud800", "?"), "user_login": a["user_login"],
+               "user_id": a["user_id"], "user_type": a["user_type"], "author_association": a["author_association"],
+               "labels": "[]", "comments": 0, "is_pull_request": False,
+               "created_at": base - pd.Timedelta(minutes=rng.randint(0, 900)), "closed_at": pd.NaT}
+        kind = k % 6
+        if kind == 1:
+            row.update(user_login=f"fresh{k}", user_id=66_000_000 + k)
+        elif kind == 2:
+            row.update(user_id=pd.NA, user_login=None)
+        elif kind == 3:
+            row.update(user_id=pd.NA, user_login="loginonly")
+        elif kind == 4:
+            row.update(closed_at=row["created_at"] + pd.Timedelta(minutes=30))
+        elif kind == 5:
+            row.update(user_login="dependabot[bot]", user_type="Bot", author_association="MEMBER")
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["user_id"] = out["user_id"].astype("Int64")
+    return out
+
+
+def varied_items(pipeline, count: int, seed: int) -> list[dict]:
+    """New issues in GitHub's JSON shape with the fields the service reads varied (and a few it ignores)."""
+    rng = random.Random(seed)
+    base = pd.Timestamp(pipeline.new_items[-1]["created_at"])
+    known = [i["user"] for i in pipeline.items if isinstance(i.get("user"), dict)]
+    out = []
+    for k in range(count):
+        item = as_new(pipeline.new_items[k % len(pipeline.new_items)])
+        item["id"] = 950_000_000 + seed * 10_000 + k
+        item["number"] = 95_000 + seed * 1_000 + k
+        created = base - pd.Timedelta(seconds=rng.randint(0, 200_000), microseconds=rng.choice([0, 0, 123_456]))
+        form = k % 4
+        if form == 0:
+            item["created_at"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif form == 1:
+            item["created_at"] = created.tz_convert("Europe/Paris").isoformat()
+        elif form == 2:
+            item["created_at"] = created.tz_localize(None).isoformat()  # naive: UTC
+        else:
+            item["created_at"] = created.isoformat()
+        kind = k % 13
+        if kind == 1:
+            item["user"] = {"login": f"newcomer{k}", "id": 91_000_000 + k, "type": "User"}
+            item["author_association"] = "NONE"
+        elif kind == 2:
+            item["user"] = {"login": "renovate[bot]", "id": 29139614, "type": "Bot"}
+        elif kind == 3:
+            item["user"] = dict(rng.choice(known))
+            item["author_association"] = rng.choice(["OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR"])
+        elif kind == 4:
+            item["body"], item["title"] = None, ""
+        elif kind == 5:
+            item["body"] = "thread 'main' panicked at src/lib.rs:1\n  at foo.bar()\n" * 6_000
+        elif kind == 6:
+            item["user"] = None
+        elif kind == 7:
+            item["user"] = {"login": f"ghost{k % 2}"}
+        elif kind == 8:
+            item["title"] = "Ошибка ⚠ 日本語 \u017fteps K \u0130\u0131 😀 \ud83d?"
+            item["body"] = "```js\nx()\n```\nhttps://example.com/a?b=1 ![img](u) @dev #12 v1.2.3 \ud800 é" * 3
+            item["user"] = {"login": "us\udce9r", "id": 92_000_000 + k, "type": "User"}
+        elif kind == 9:
+            item["closed_at"] = (created + pd.Timedelta(hours=rng.choice([1, 30]))).isoformat()
+            item["state"] = "closed"
+        elif kind == 10:
+            item["closed_at"] = (created - pd.Timedelta(hours=1)).isoformat()  # closed before created
+            item["labels"] = [{"name": "bug"}, "question", {"name": None}]
+            item["comments"] = 7
+        elif kind == 11:
+            item["title"] = random_text(rng, 8).replace("\ud800", "")
+            item["body"] = random_text(rng, 100)
+        elif kind == 12:
+            item["title"] = "  [parser] Why does `x` fail?  "
+            item["body"] = "```\n```` \n> quote\n- [ ] a\n- [x] b\n#12 #34x @user a@b 1.2.3.4\n### Environment\n"
+        out.append(item)
+    return out
+
+
+def assert_same_json(got, want, path="") -> None:
+    """Equal JSON values; floats to 1e-12 (the fast path is expected to give the very same ones)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
+        for key in want:
+            assert_same_json(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (path, got, want)
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same_json(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert isinstance(got, int | float) and abs(got - want) <= 1e-12, (path, got, want)
+    else:
+        assert got == want, (path, got, want)
+
+
+@pytest.fixture(scope="module")
+def fast_and_general(pipeline):
+    apps = [create_app(pipeline.registry, pipeline.lake, max_body_bytes=5_000_000, max_batch=40,
+                       reload_interval_s=0.2, fast_path=flag) for flag in (True, False)]
+    services = [Service(app) for app in apps]
+    yield services
+    for svc in services:
+        svc.stop()
+
+
+def test_fast_path_over_http_equals_general_path(pipeline, fast_and_general):
+    """POST /predict answered by the fast path gives the general path's response, field for field, for
+    many varied new issues (one at a time and in small batches, several top_k, scoring times)."""
+    fast, general = fast_and_general
+    items = varied_items(pipeline, 78, seed=1)
+    newest = max(pd.Timestamp(i["created_at"]).tz_localize("UTC") if pd.Timestamp(i["created_at"]).tzinfo is None
+                 else pd.Timestamp(i["created_at"]) for i in items)
+    warm = {"repository": REPO, "issue": items[0], "scoring_time": (newest + pd.Timedelta(hours=2)).isoformat()}
+    assert post(fast, warm).status_code == 200  # fits the period's text-score model (general path, once)
+    before = fast.app.state.metrics.fast_path
+    bodies = []
+    for k, item in enumerate(items):
+        when = newest + pd.Timedelta(minutes=[5, 120, 3000][k % 3])
+        bodies.append({"repository": REPO, "issue": item, "scoring_time": when.isoformat(), "top_k": [5, 0, 1, 50][k % 4]})
+    for start in range(0, len(items), 13):  # small batches: ranks among them
+        bodies.append({"repository": REPO, "issues": items[start:start + 13],
+                       "scoring_time": (newest + pd.Timedelta(hours=6)).isoformat()})
+    for body in bodies:
+        r_fast, r_general = post(fast, body), post(general, body)
+        assert r_fast.status_code == r_general.status_code == 200, (r_fast.text[:300], r_general.text[:300])
+        assert_same_json(r_fast.json(), r_general.json())
+        assert r_fast.content == r_general.content  # in fact the very same bytes
+    assert fast.app.state.metrics.fast_path - before == len(bodies)  # every one answered by the fast path
+    assert general.app.state.metrics.fast_path == 0
+
+
+def test_fast_path_default_scoring_time_and_batch_function(pipeline, fast_and_general):
+    """Scored at 'now': the response's scoring time reproduces it on the general path and score_issues."""
+    fast, general = fast_and_general
+    items = varied_items(pipeline, 13, seed=2)
+    for item in items:
+        got = post(fast, {"repository": REPO, "issue": item})
+        assert got.status_code == 200, got.text
+        used = got.json()["scoring_time"]
+        want = post(general, {"repository": REPO, "issue": item, "scoring_time": used})
+        assert_same_json(got.json(), want.json())
+    used = pd.Timestamp(used)
+    expected = score_issues(pipeline.model, pipeline.version, pipeline.issues, pipeline.comments,
+                            pipeline.new_targets([items[-1]], used), used)
+    prediction = got.json()["predictions"][0]
+    assert abs(prediction["probability"] - expected["probability"].iloc[0]) <= 1e-12
+    assert [c["feature"] for c in prediction["top_contributions"]] == \
+        [expected[f"contrib_{k}_feature"].iloc[0] for k in range(1, 6)]
+
+
+def test_fast_path_defers_to_the_general_path(pipeline, fast_and_general):
+    """What the fast path cannot answer exactly goes to the general path: same answers and errors."""
+    fast, general = fast_and_general
+    item = varied_items(pipeline, 1, seed=3)[0]
+    when = (pd.Timestamp(pipeline.new_items[-1]["created_at"]) + pd.Timedelta(days=1)).isoformat()
+    old = next(i for i in pipeline.items if "pull_request" not in i and i["id"] in set(pipeline.issues["id"]))
+    pr = {**item, "id": item["id"] + 1, "pull_request": {"url": "x"}}
+    cases = [
+        ({"issue": old}, 200),  # already in the lake history
+        ({"issues": [item, item]}, 422),  # the same id twice
+        ({"issues": [item] + varied_items(pipeline, 17, seed=4)}, 200),  # more than FAST_MAX_ISSUES
+        ({"issue": {**item, "created_at": "1999-12-31T23:00:00Z"}}, 200),  # outside the fast path's years
+        ({"issue": item, "scoring_time": "2020-01-01T00:00:00Z"}, 422),  # created after the scoring time
+        ({"issue": {**item, "id": 2**63}}, None),  # beyond the lake's int64: whatever the general path says
+    ]
+    for extra, status in cases:
+        body = {"repository": REPO, "scoring_time": when, **extra}
+        before = (fast.app.state.metrics.fast_path, fast.app.state.metrics.general_path)
+        r_fast, r_general = post(fast, body), post(general, body)
+        assert r_fast.status_code == r_general.status_code, (extra.keys(), r_fast.text[:300], r_general.text[:300])
+        assert status is None or r_fast.status_code == status, r_fast.text[:300]
+        assert_same_json(r_fast.json(), r_general.json())
+        assert (fast.app.state.metrics.fast_path, fast.app.state.metrics.general_path) == (before[0], before[1] + 1)
+    r = post(fast, {"repository": REPO, "issue": pr, "scoring_time": when})
+    assert r.status_code == post(general, {"repository": REPO, "issue": pr, "scoring_time": when}).status_code
+
+
+def test_one_query_event_answers_equal_vectorized(pipeline):
+    """_WithBatch's one-row answers (bisection of one key's segment, a one-event batch answered directly)
+    equal the vectorized EventIndex answers (asked with the query twice), exactly."""
+    from issue_assets.serving.features import _WithBatch
+
+    prepared = PreparedHistory(pipeline.issues, pipeline.comments)
+    rng = np.random.default_rng(3)
+    for name, index in prepared._indexes.items():
+        keys = index.keys
+        times = index.times
+        width = index._base._cum.shape[1]
+        for batch_key in (-1, int(keys[len(keys) // 2]), int(keys.max()) + 5):
+            batch_time = int(times[len(times) // 3])
+            for n_events in (0, 1, 2):
+                weights = rng.random((n_events, width))
+                wb = _WithBatch(index, [batch_key] * n_events, [batch_time + 10**6 * k for k in range(n_events)],
+                                weights)
+                for _ in range(40):
+                    qk = int(rng.choice([batch_key, -1, int(rng.choice(keys)), int(keys.max()) + 1]))
+                    qt = int(rng.choice([batch_time, batch_time - 1, batch_time + 1, int(rng.choice(times)),
+                                         int(rng.choice(times)) + 1, int(times.min()) - 5, int(times.max()) + 5]))
+                    for inclusive in (True, False):
+                        one = wb.sums(np.array([qk]), np.array([qt]), inclusive)
+                        two = wb.sums(np.array([qk, qk]), np.array([qt, qt]), inclusive)
+                        assert np.array_equal(one[0], two[0]), (name, qk, qt, inclusive, one, two)
+                        a = wb.last_time(np.array([qk]), np.array([qt]), inclusive)
+                        b = wb.last_time(np.array([qk, qk]), np.array([qt, qt]), inclusive)
+                        assert np.array_equal(a, b[:1], equal_nan=True), (name, qk, qt, a, b)
+                    a, b = wb.first_time(np.array([qk])), wb.first_time(np.array([qk, qk]))
+                    assert np.array_equal(a, b[:1], equal_nan=True), (name, qk, a, b)
+
+
+def test_probabilities_of_equal_scoring_probabilities(pipeline):
+    """The fast path's direct prediction call gives scoring.probabilities' (and booster.predict's) numbers."""
+    import xgboost as xgb
+
+    from issue_assets.serving import fast
+    from issue_assets.serving.scoring import probabilities
+
+    model = pipeline.model
+    assert fast._C_API and fast.warm(model) and fast._direct_ok[model]
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(300, len(model.feature_names))) * 20).astype(np.float32)
+    X[rng.random(X.shape) < 0.25] = np.nan
+    for rows in [slice(i, i + 1) for i in range(0, 300, 7)] + [slice(0, 13), slice(0, 300)]:
+        got = fast.probabilities_of(model, X[rows])
+        np.testing.assert_array_equal(got, probabilities(model, X[rows]))
+        matrix = xgb.DMatrix(X[rows], feature_names=model.feature_names, nthread=1)
+        np.testing.assert_array_equal(got, model.booster.predict(matrix).astype(float))
+
+
+def test_chunked_bodies_are_limited_too(pipeline, service):
+    """Without a Content-Length (chunked transfer) the body is counted as it arrives: 413 past the limit."""
+    good = json.dumps({"repository": REPO, "issue": as_new(pipeline.new_items[0])}).encode()
+
+    def chunks(data: bytes, size: int = 8192):
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+
+    headers = {"content-type": "application/json"}
+    ok = requests.post(f"{service.url}/predict", data=chunks(good), headers=headers, timeout=30)
+    assert ok.status_code == 200, ok.text
+    big = json.dumps({"repository": REPO, "issue": {**as_new(pipeline.new_items[0]), "body": "x" * 250_000}}).encode()
+    r = requests.post(f"{service.url}/predict", data=chunks(big), headers=headers, timeout=30)
+    assert r.status_code == 413 and "exceeds the limit of 200000 bytes" in r.json()["detail"]

@@ -20,6 +20,7 @@ Two ways to the same numbers:
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -37,7 +38,9 @@ from issue_assets.features.compute import (
 )
 from issue_assets.features.events import EventIndex, KeyCoder
 from issue_assets.features.frames import TS, normalize_issues, to_utc_series
+from issue_assets.features.registry import FEATURE_NAMES
 from issue_assets.features.text_score import hash_texts, period_start
+from issue_assets.serving.text_rows import decision, hashed_row, text_rows
 
 
 def utc(ts) -> pd.Timestamp:
@@ -80,22 +83,107 @@ class _Rows(dict):
         self.n = n
 
 
+def _segment(log, qk: int, qt: int, inclusive: bool) -> tuple[int, int]:
+    """log.positions(...) of a _SortedLog for one query, by bisecting the key's segment: the same (start,
+    pos) as its packed or bisected search (a negative key, or an empty log: pos = start)."""
+    keys = log.keys
+    start = int(keys.searchsorted(qk, "left"))
+    if qk < 0 or not len(keys):
+        return start, start
+    end = int(keys.searchsorted(qk, "right"))
+    return start, start + int(log.times[start:end].searchsorted(qt, "right" if inclusive else "left"))
+
+
+def _first1(log, qk: int) -> float:
+    """log.first_time([qk])[0] of a _SortedLog."""
+    if log._first is None:
+        log.first_time(np.zeros(1, dtype="int64"))  # builds its table (or decides against one)
+    table = log._first
+    if table is not False:
+        return float(table[qk]) if 0 <= qk < len(table) - 1 else math.nan
+    start, end = int(log.keys.searchsorted(qk, "left")), int(log.keys.searchsorted(qk, "right"))
+    return float(log.times[start]) if end > start else math.nan
+
+
+def _plain_log(index: EventIndex):
+    """The index's single sorted log when it has no delta (as a prepared history's indexes), else None.
+    Only then are the one-query answers below used; they read the log's sorted arrays and prefix sums."""
+    log = getattr(index, "_base", None)
+    if getattr(index, "_cut", 0) is not None or getattr(index, "_delta", 0) is not None or log is None:
+        return None
+    if not all(hasattr(log, name) for name in ("keys", "times", "_cum", "_first", "first_time")):
+        return None
+    return log
+
+
 class _WithBatch:
-    """A prepared history EventIndex plus the scored rows' own events: the merged log's answers."""
+    """A prepared history EventIndex plus the scored rows' own events: the merged log's answers.
+
+    One query (one scored row) skips the vectorized machinery: the base log is searched for that key
+    alone (_segment, _first1) and a batch of one event (what one new issue adds to each log) is answered
+    directly (a one-event log's prefix-sum difference is that event's weights or zeros). Same numbers."""
 
     def __init__(self, base: EventIndex, keys, times, weights):
         self.base = base
-        self.batch = EventIndex(keys, times, weights) if len(keys) else None
+        self._log = _plain_log(base)
+        keys = np.asarray(keys, dtype="int64")
+        self._args = (keys, times, weights) if len(keys) else None
+        self._single = None  # (key, time, weights) of a one-event batch; None: no event or several
+        if len(keys) == 1 and keys[0] >= 0:  # EventIndex drops negative keys
+            w = np.asarray(weights, dtype="float64").reshape(1, -1)[0]
+            self._single = (int(keys[0]), int(np.asarray(times, dtype="int64")[0]), w)
+        self._batch = None
+
+    @property
+    def batch(self) -> EventIndex | None:
+        if self._batch is None and self._args is not None:
+            self._batch = EventIndex(*self._args)
+        return self._batch
+
+    def _one(self, qkeys) -> bool:
+        """A single query that the scalar code answers (plain base log, at most one batch event)."""
+        return len(qkeys) == 1 and self._log is not None and (self._args is None or len(self._args[0]) == 1)
+
+    def _hit(self, qk: int, qt: int, inclusive: bool):
+        """The one batch event if it counts for the query, else None."""
+        one = self._single
+        if one is not None and qk >= 0 and one[0] == qk and (one[1] <= qt if inclusive else one[1] < qt):
+            return one
+        return None
 
     def sums(self, qkeys, qtimes, inclusive=True, order=None):
+        if self._one(qkeys):
+            qk, qt = int(qkeys[0]), int(qtimes[0])
+            start, pos = _segment(self._log, qk, qt, inclusive)
+            cum = self._log._cum
+            out = cum[pos] - cum[start]
+            if self._args is not None:  # + the batch log's answer: its weights, or zeros
+                hit = self._hit(qk, qt, inclusive)
+                out = out + (hit[2] if hit is not None else out - out)
+            return out[None, :]
         out = self.base.sums(qkeys, qtimes, inclusive)
         return out + self.batch.sums(qkeys, qtimes, inclusive) if self.batch is not None else out
 
     def first_time(self, qkeys):
+        if self._one(qkeys):
+            qk = int(qkeys[0])
+            out = _first1(self._log, qk)
+            one = self._single
+            if one is not None and qk >= 0 and one[0] == qk:
+                out = float(np.fmin(out, float(one[1])))
+            return np.array([out])
         out = self.base.first_time(qkeys)
         return np.fmin(out, self.batch.first_time(qkeys)) if self.batch is not None else out
 
     def last_time(self, qkeys, qtimes, inclusive=True, order=None):
+        if self._one(qkeys):
+            qk, qt = int(qkeys[0]), int(qtimes[0])
+            start, pos = _segment(self._log, qk, qt, inclusive)
+            out = float(self._log.times[pos - 1]) if pos > start else math.nan
+            hit = self._hit(qk, qt, inclusive)
+            if hit is not None:
+                out = float(np.fmax(out, float(hit[1])))
+            return np.array([out])
         out = self.base.last_time(qkeys, qtimes, inclusive)
         return np.fmax(out, self.batch.last_time(qkeys, qtimes, inclusive)) if self.batch is not None else out
 
@@ -111,6 +199,7 @@ class _FastRows(FeatureBuilder):
         self.use_text_score = b.use_text_score
         self.text_config = b.text_config
         self._repo_dtype = b._repo_dtype
+        self._repos = b._repos  # read only: repo codes of the history (rows' codes beyond it are new repos)
         self._cidx = b._cidx
         self._iss = rows
         self.timings = {}
@@ -127,6 +216,20 @@ class _FastRows(FeatureBuilder):
             if model is not None:
                 sel = np.nonzero(starts == p0)[0]
                 out[sel] = model.decision_function(X[sel])
+        return out
+
+    def _text_score_rows(self, t: np.ndarray) -> np.ndarray | None:
+        """_text_score of every row, row by row (text_rows.hashed_row/decision: the same numbers without
+        pandas/sklearn overhead); None if a period's model is not fitted yet (fitting is not for here)."""
+        s = self._iss
+        out = np.full(len(t), np.nan)
+        models = self._prepared._period_models
+        for i, p0 in enumerate(period_start(np.asarray(t, dtype="int64"), self.text_config).tolist()):
+            if p0 not in models:
+                return None
+            model = models[p0]
+            if model is not None:
+                out[i] = decision(model, hashed_row(s["title"][i], s["body"][i], self.text_config))
         return out
 
 
@@ -232,6 +335,9 @@ class PreparedHistory:
         known[~docs] = np.nan
         self._doc_known = known
         self._doc_positive = b.issues["_pos"].to_numpy()
+        codes, names = pd.factorize(b.issues["repo"].to_numpy(dtype=object))
+        ids = b.issues["id"].to_numpy(dtype="int64")
+        self._ids = {name: np.sort(ids[codes == k]) for k, name in enumerate(names)}
         self._coder_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._period_models: dict[int, SGDClassifier | None] = {}
@@ -244,6 +350,14 @@ class PreparedHistory:
     def contains(self, targets: pd.DataFrame) -> np.ndarray:
         return pd.MultiIndex.from_arrays([targets["repo"].astype("string"), targets["id"].astype("int64")]) \
             .isin(self._keys)
+
+    def has_issue(self, repo: str, issue_id: int) -> bool:
+        """True if the history holds (repo, id): contains() for one key, without pandas."""
+        ids = self._ids.get(repo)
+        if ids is None or not len(ids):
+            return False
+        i = int(np.searchsorted(ids, issue_id))
+        return i < len(ids) and int(ids[i]) == issue_id
 
     def features(self, targets: pd.DataFrame, scoring_time) -> pd.DataFrame:
         """Equal to target_features(history..., targets, scoring_time)."""
@@ -288,6 +402,46 @@ class PreparedHistory:
         """Feature arrays (FeatureBuilder._feature_arrays columns, hours_observed and prediction_time per
         row) of new issues (not in the history, not pull requests) given as raw columns; None when the
         reference path must answer (a target is a text-score training document of a scored period)."""
+        own = self._own_rows(raw, scoring_us)
+        if own is None:
+            return None
+        t, c = own._iss["_t"], own._iss["_c"]
+        out = own._feature_arrays(np.arange(len(t)))
+        out["hours_observed"] = (t - c) / HOUR_US
+        out["prediction_time"] = t.astype("int64")
+        return out
+
+    def model_arrays(self, raw: dict[str, np.ndarray], scoring_us: float) -> dict[str, np.ndarray] | None:
+        """fast_arrays' FEATURE_NAMES columns and prediction_time, computed for the model only: the text
+        features of text_rows (plain `re`, one row at a time) and the text score row by row, no reference
+        (ref_*) columns. None when fast_arrays is None or a period's text-score model is not fitted yet."""
+        own = self._own_rows(raw, scoring_us)
+        if own is None:
+            return None
+        s = own._iss
+        t, c = s["_t"], s["_c"]
+
+        def g(name):
+            return s[name]
+
+        f = own._history(g, t)
+        f.update(own._activity(g, t))
+        f.update(text_rows(s["title"], s["body"]))
+        if own.use_text_score:
+            score = own._text_score_rows(t)
+            if score is None:
+                return None
+            f["text_score"] = score
+        else:
+            f["text_score"] = np.full(len(t), np.nan)
+        f["hours_observed"] = (t - c) / HOUR_US
+        out = {name: f[name] for name in FEATURE_NAMES}
+        out["prediction_time"] = t.astype("int64")
+        return out
+
+    def _own_rows(self, raw: dict[str, np.ndarray], scoring_us: float) -> _FastRows | None:
+        """The rows as a _FastRows over the prepared logs plus their own events; None when the reference
+        path must answer (a target is a text-score training document of a scored period)."""
         b = self._builder
         n = len(raw["id"])
         h = b._h_us
@@ -343,10 +497,7 @@ class PreparedHistory:
         batch = FeatureBuilder._events(own)
         own._com = b._com
         own.indexes = {name: _WithBatch(index, *batch[name]) for name, index in self._indexes.items()}
-        out = own._feature_arrays(np.arange(n))
-        out["hours_observed"] = (t - c) / HOUR_US
-        out["prediction_time"] = t.astype("int64")
-        return out
+        return own
 
     def _reference(self, targets: pd.DataFrame, scoring_time) -> pd.DataFrame:
         self.fallbacks += 1

@@ -28,6 +28,8 @@ class Metrics:
         self.model_version: str | None = None
         self.model_swaps = 0
         self.predictions = 0
+        self.fast_path = 0  # POST /predict requests answered by fast.predict_fast
+        self.general_path = 0  # ... and by the general (DataFrame) path
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -80,5 +82,9 @@ class Metrics:
                 "# HELP issue_assets_predictions_total Issues scored by the service.",
                 "# TYPE issue_assets_predictions_total counter",
                 f"issue_assets_predictions_total {self.predictions}",
+                "# HELP issue_assets_predict_requests_total POST /predict requests that reached scoring, by path.",
+                "# TYPE issue_assets_predict_requests_total counter",
+                f'issue_assets_predict_requests_total{{path="fast"}} {self.fast_path}',
+                f'issue_assets_predict_requests_total{{path="general"}} {self.general_path}',
             ]
         return "\n".join(lines) + "\n"
