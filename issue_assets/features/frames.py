@@ -68,10 +68,6 @@ def _set_typed(df: pd.DataFrame, col: str, dtype: str) -> None:
         df[col] = df[col].astype(dtype)
 
 
-def _typed(df: pd.DataFrame, col: str, dtype: str) -> pd.Series:
-    return df[col] if df[col].dtype == dtype else df[col].astype(dtype)
-
-
 def _unique_ids(ids: pd.Series) -> bool:
     values = ids.to_numpy()
     if len(values) < 2 or bool((values[1:] > values[:-1]).all()):

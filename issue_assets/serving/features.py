@@ -52,10 +52,6 @@ def _us(ts: pd.Timestamp) -> float:
     return float(ts.value // 1000)
 
 
-def _pack(repo_codes: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    return np.asarray(repo_codes, dtype="int64") * (1 << 32) + np.asarray(numbers, dtype="int64")
-
-
 def _us_col(series: pd.Series) -> np.ndarray:
     values = series.astype(TS).array.asi8
     out = values.astype("float64")
