@@ -57,3 +57,23 @@ def retrain_threshold() -> int:
 def retrain_poll_github() -> bool:
     """RETRAIN_POLL_GITHUB: also count what GitHub has that is not ingested yet (conditional polls; default on)."""
     return (os.environ.get("RETRAIN_POLL_GITHUB") or "1").lower() not in ("0", "false", "no")
+
+
+def github_token() -> str | None:
+    """GITHUB_TOKEN: the bearer token (optional); never logged or stored."""
+    return os.environ.get("GITHUB_TOKEN") or None
+
+
+def aws_endpoint_url() -> str | None:
+    """AWS_ENDPOINT_URL: an S3-compatible endpoint (moto, MinIO); unset for AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def aws_region() -> str | None:
+    """AWS_DEFAULT_REGION or AWS_REGION."""
+    return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+
+
+def alert_webhook_url() -> str | None:
+    """ALERT_WEBHOOK_URL: failed runs are posted there as JSON."""
+    return os.environ.get("ALERT_WEBHOOK_URL") or None

@@ -1,5 +1,9 @@
 """Train the candidate model, calibrate it, evaluate it once on the test window next to two references.
 
+Training sets hold rows at several ages (`age_hours`, the prediction time minus created_at); the test
+metrics are reported over all rows and per age (`metrics_by_age`). Age 0 (the moment an issue is opened)
+is the setting earlier models were trained and judged in, so the blocking check and promotion use it.
+
 The booster trains on the `train` split and early-stops on `validation`; it is then cut to its best
 round so the saved model is exactly the one evaluated. Calibration (Platt or isotonic) is fitted on
 validation only if it lowers validation log loss when judged honestly: out-of-fold over 5
@@ -21,7 +25,7 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from issue_assets.modeling.evaluation import EPS, evaluate
+from issue_assets.modeling.evaluation import EPS, age_key, evaluate, evaluate_by_age
 from issue_assets.modeling.params import booster_params
 from issue_assets.modeling.plots import calibration_png, importance_png, pr_png, roc_png
 
@@ -237,7 +241,8 @@ class TrainingConfig:
 @dataclass
 class TrainingResult:
     model: TrainedModel
-    metrics: dict[str, Any]  # test window, calibrated model
+    metrics: dict[str, Any]  # test window (all ages), calibrated model
+    metrics_by_age: dict[str, dict[str, Any]]  # the same per age ("0", "6", ...); {} without age_hours
     validation_metrics: dict[str, Any]
     reference_metrics: dict[str, dict[str, Any]]  # "base_rate", "older_projects"
     calibration: dict[str, Any]
@@ -248,6 +253,11 @@ class TrainingResult:
     best_iteration: int
     fingerprint: str
 
+    @property
+    def age0_metrics(self) -> dict[str, Any]:
+        """Test metrics of the rows at age 0 (all rows when the set has no ages): the blocking check's."""
+        return self.metrics_by_age.get(age_key(0), self.metrics)
+
     def metadata(self, as_of: str | None = None, feature_registry_version: str | None = None) -> dict[str, Any]:
         """The JSON-ready description the registry stores next to the model."""
         return {
@@ -257,6 +267,7 @@ class TrainingResult:
             "params": self.params,
             "best_iteration": self.best_iteration,
             "metrics": self.metrics,
+            "metrics_by_age": self.metrics_by_age,
             "validation_metrics": self.validation_metrics,
             "reference_metrics": self.reference_metrics,
             "calibration": self.calibration,
@@ -343,6 +354,8 @@ def train_and_evaluate(
     proba = model.predict_proba(test)
     raw_test = model.predict_raw(test)
     metrics = evaluate(y_test, proba, config.threshold, config.top_k_fraction)
+    by_age = evaluate_by_age(y_test, proba, test["age_hours"], config.threshold, config.top_k_fraction) \
+        if "age_hours" in test else {}
     calibration["test_log_loss_raw"] = evaluate(y_test, raw_test, config.threshold)["log_loss"]
     validation_metrics = evaluate(valid[LABEL].to_numpy(), model.predict_proba(valid), config.threshold,
                                   config.top_k_fraction)
@@ -380,6 +393,7 @@ def train_and_evaluate(
     return TrainingResult(
         model=model,
         metrics=metrics,
+        metrics_by_age=by_age,
         validation_metrics=validation_metrics,
         reference_metrics=references,
         calibration=calibration,
