@@ -222,7 +222,8 @@ class EventLog:
         keys = np.asarray(keys, dtype="int64")
         times = np.asarray(times, dtype="int64")
         weights = np.asarray(weights, dtype="float64")
-        weights = weights[:, None] if weights.ndim == 1 else weights.reshape(len(keys), -1)
+        if weights.ndim == 1:
+            weights = weights[:, None]
         if not presorted:
             keep = keys >= 0
             if not keep.all():

@@ -74,7 +74,10 @@ def refresh_features(store: ObjectStore, repo: str, *, full: bool = False) -> Fe
     else:
         changed_since = earliest_change(snaps, current)
         table, recomputed = update_features(previous, issues, comments, changed_since=changed_since, store=events)
-        mode = "incremental" if recomputed or changed_since is not None else "unchanged"
+        # Unchanged: the same rows and labels (the snapshot's documents are the issues with a known label).
+        same = changed_since is None and recomputed == 0 and len(table) == len(previous) and \
+            table[["closed_within_7d", "label_known_at"]].equals(previous[["closed_within_7d", "label_known_at"]])
+        mode = "unchanged" if same else "incremental"
     snapshot_key = keys.feature_snapshot_key(repo)
     snapshot = b""
     if mode != "unchanged" or not store.exists(snapshot_key):
