@@ -6,9 +6,12 @@ repository's event store (a request's issues overlaid, `EventStore.overlay`), an
 P(closed within 7 days of creation | still open at T). Decided issues get their outcome and no probability.
 
 Public API:
-    predict(model, store, raw, scoring_us, top_k=5, *, with_features=False, nthread=None) -> Predictions
+    predict(model, version, store, raw, scoring_us, top_k=5, *, observed_us=None, with_features=False,
+            nthread=None) -> Predictions
         raw: issue rows as `features.store.raw_columns` gives them (a table's or a request's); created after T
-        -> ValueError naming the rows. first_seen_at: the stored one, else T.
+        -> ValueError naming the rows. first_seen_at (when the platform first observed the issue, which
+        decides whether an association it shows counts by t): the stored one, else the row's, else
+        `observed_us` (a request: the time it arrived; default T).
     Predictions: arrays per row (status, closed_within_7d, probability, rank among the scored, ...)
         .frame() -> DataFrame (PREDICTION_COLUMNS + contrib_<i>_{feature,value,contribution}), .records()
     score_features(model, version, features: DataFrame, scoring_time, top_k=5) -> DataFrame
@@ -198,7 +201,8 @@ class Predictions:
 
 
 def predict(model: TrainedModel, version: str, store: EventStore, raw: dict[str, np.ndarray], scoring_us: int,
-            top_k: int = 5, *, with_features: bool = False, nthread: int | None = None) -> Predictions:
+            top_k: int = 5, *, observed_us: int | None = None, with_features: bool = False,
+            nthread: int | None = None) -> Predictions:
     if top_k < 0:
         raise ValueError("top_k must be >= 0")
     late = np.flatnonzero(raw["c"] > scoring_us)
@@ -207,8 +211,9 @@ def predict(model: TrainedModel, version: str, store: EventStore, raw: dict[str,
                          f"{as_datetime(scoring_us).isoformat()}")
     rows = store.rows(raw)
     stored = store.find(rows)
-    seen = np.where(stored >= 0, store.issues["fs"][np.maximum(stored, 0)], np.nan)
-    rows["fs"] = np.fmin(np.fmin(rows["fs"], seen), float(scoring_us))  # first seen: stored, given, or now
+    observed = float(scoring_us if observed_us is None else observed_us)
+    fs = np.where(np.isnan(rows["fs"]), observed, rows["fs"])
+    rows["fs"] = np.where(stored >= 0, store.issues["fs"][np.maximum(stored, 0)], fs)
     decided, positive, _ = known_by(rows["c"], rows["cl"], float(scoring_us), store.horizon)
     live = np.flatnonzero(~decided)
     n = rows.n

@@ -69,6 +69,19 @@ class Snapshots:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def preload(self) -> list[str]:
+        """Load every snapshot the lake holds (at start-up, so no request pays for it); the repositories."""
+        repos = []
+        for key in self.store.list("features/"):
+            if key.endswith(".snapshot.npz"):
+                repo = key.removeprefix("features/").removesuffix(".snapshot.npz").replace("__", "/", 1)
+                try:
+                    if self.get(repo) is not None:
+                        repos.append(repo)
+                except Exception:  # a broken snapshot fails its repository's requests, not the service
+                    log.exception("loading the feature snapshot of %s failed", repo)
+        return repos
+
     def peek(self, repo: str) -> EventStore | None:
         """The store if it was checked within the interval (no I/O, never blocks); else None."""
         entry = self._entries.get(repo)
@@ -112,7 +125,7 @@ def to_us(dt: datetime) -> int:
 
 def request_columns(items: Sequence[GitHubIssue], repo: str) -> dict[str, np.ndarray]:
     """Validated request issues as the raw columns `EventStore.rows` reads (what the lake would hold:
-    title/body None -> "", lone surrogates -> '?'; first seen: unknown here, the stored or scoring time)."""
+    title/body None -> "", lone surrogates -> '?'; first seen: the stored time, else the request's arrival)."""
     n = len(items)
 
     def objects(values):
@@ -160,7 +173,8 @@ def _validation_message(errors: list[dict]) -> tuple[int, str]:
         return 400, f"request body is not valid JSON: {ctx.get('error', 'decode error')}"
     parts = []
     for e in errors[:20]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        loc = list(e.get("loc", ()))
+        where = ".".join(str(p) for p in (loc[1:] if loc[:1] == ["body"] else loc)) or "body"
         parts.append(f"{where}: {e.get('msg')}")
     return 422, "invalid request: " + "; ".join(parts)
 
@@ -270,6 +284,8 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        loaded = await run_in_threadpool(snapshots.preload)
+        log.info("feature snapshots loaded: %s", ", ".join(loaded) or "none")
         holder.start()
         try:
             yield
@@ -324,7 +340,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
                top_k: int, with_features: bool) -> list[dict]:
         _check_items(items, scoring_us, single=False)
         predictions = predict(current.model, current.version, events, request_columns(items, repo), scoring_us,
-                              top_k, with_features=with_features, nthread=1)
+                              top_k, observed_us=to_us(datetime.now(UTC)), with_features=with_features, nthread=1)
         metrics.count_predictions(len(predictions), int(predictions.decided.sum()))
         return predictions.records()
 
