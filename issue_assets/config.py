@@ -69,6 +69,11 @@ def aws_endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def aws_keys_given() -> bool:
+    """AWS_ACCESS_KEY_ID is set (then the S3 resource takes the keys through EnvVar, never their values)."""
+    return bool(os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
 def aws_region() -> str | None:
     """AWS_DEFAULT_REGION or AWS_REGION."""
     return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
@@ -77,3 +82,13 @@ def aws_region() -> str | None:
 def alert_webhook_url() -> str | None:
     """ALERT_WEBHOOK_URL: failed runs are posted there as JSON."""
     return os.environ.get("ALERT_WEBHOOK_URL") or None
+
+
+def dagster_home() -> str | None:
+    """DAGSTER_HOME: the Dagster instance's folder (SQLite by default; deploy/dagster.yaml for PostgreSQL)."""
+    return os.environ.get("DAGSTER_HOME") or None
+
+
+def env(name: str) -> str | None:
+    """Any other variable named at run time (e.g. `replay-server --require-token-env NAME`); None if empty."""
+    return os.environ.get(name) or None

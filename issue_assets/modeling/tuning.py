@@ -45,6 +45,7 @@ import xgboost as xgb
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from issue_assets import config
 from issue_assets.modeling.params import SEARCH_SPACE, booster_params, default_nthread, suggest_params
 from issue_assets.modeling.plots import history_png
 
@@ -129,7 +130,8 @@ def study_name_for(as_of: str | date | datetime, prefix: str = STUDY_PREFIX) -> 
 
 def default_storage_url(home: str | Path | None = None) -> str:
     """sqlite:///<home>/optuna.db, home = ISSUE_ASSETS_HOME (default ./data); the folder is created."""
-    root = Path(home or os.environ.get("ISSUE_ASSETS_HOME", "data")).expanduser().resolve()
+    root = Path(home) if home else config.home()
+    root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'optuna.db'}"
 
