@@ -289,7 +289,8 @@ class EventLog:
         keyoff = np.minimum(sk, int(self.keys[-1]) + 1) * span - (tmin - 1)
         out = []
         for s in shifts:
-            needle = np.clip(q + s // unit, tmin - 1, tmax + 1) + keyoff
+            # (np.clip on small integer arrays costs more than the search: it looks up the dtype's limits)
+            needle = np.minimum(np.maximum(q + s // unit, tmin - 1), tmax + 1) + keyoff
             out.append(_searchsorted(comp, needle, side) if in_order else np.searchsorted(comp, needle, side=side))
         return start, out
 
