@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--minutes", type=float, default=5.0, help="tuning budget per data set")
     args = parser.parse_args()
-    load = os.getloadavg()
+    load_start = os.getloadavg()
     if not DATA.exists():
         sys.exit(f"{DATA} is absent: the real exports are needed")
     rust_i, rust_c = load("rust-lang/rust", "rust-lang_rust_issues.jsonl.gz", "rust-lang_rust_comments.jsonl.gz")
@@ -114,7 +114,7 @@ def main() -> None:
         for age, m in [*r["by_age"].items(), ("all", r["all"])]:
             lines.append(f"| {r['name']} | {age if age == 'all' else age + ' h'} | {m['n']:,} | {m['base_rate']:.3f} | "
                          f"{m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['brier']:.4f} |")
-    lines.append(f"\nLoad average at the start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, at the end "
+    lines.append(f"\nLoad average at the start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}, at the end "
                  f"{os.getloadavg()[0]:.2f}.")
     text = "\n".join(lines) + "\n"
     (ROOT / "bench" / "QUALITY_RESULTS.md").write_text(text)

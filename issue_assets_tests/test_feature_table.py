@@ -43,7 +43,7 @@ def _assert_equal_to_full(store, issues, comments):
         np.testing.assert_array_equal(snapshot.comments[name], values, err_msg=name)
     assert snapshot.coders.authors.values().tolist() == built.coders.authors.values().tolist()
     assert (snapshot.scorer.docs != built.scorer.docs).nnz == 0
-    np.testing.assert_array_equal(snapshot._doc_known(), built._doc_known())
+    np.testing.assert_array_equal(snapshot.scorer.known_at_us, built.scorer.known_at_us)
 
 
 def test_refresh_modes_and_equality_with_full_recompute(tmp_path, tables):

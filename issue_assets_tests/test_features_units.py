@@ -13,7 +13,6 @@ from issue_assets.features.catalog import (
     REFERENCE_FEATURES,
     features_markdown,
 )
-from issue_assets.features.labels import closed_within_horizon
 from issue_assets.features.text import TEXT_SCAN_CHARS, text_columns, text_features
 from issue_assets.github.normalize import COMMENT_COLUMNS, ISSUE_COLUMNS, TS
 
@@ -68,28 +67,24 @@ def test_label_semantics():
         {"closed_at": T0 + 25 * DAY},                                # closed after as_of: negative at as_of
         {"is_pull_request": True, "closed_at": T0 + DAY},            # pull request: excluded by default
     )
-    out = closed_within_horizon(df, as_of=as_of).sort_values("number").reset_index(drop=True)
+
+    def labels(**options):
+        return compute_features(df, ages_hours=(0,), as_of=as_of, text_score=False, **options) \
+            .sort_values("number").reset_index(drop=True)
+
+    out = labels()
     assert len(out) == 7
     assert out["closed_within_7d"].tolist()[:4] == [True, True, False, False]
     assert pd.isna(out["closed_within_7d"].iloc[4]) and pd.isna(out["label_known_at"].iloc[4])
     assert out["closed_within_7d"].iloc[5] and out["label_known_at"].iloc[5] == T0 + 19 * DAY
     assert not out["closed_within_7d"].iloc[6]
     assert out["label_known_at"].tolist()[:4] == [T0 + 6 * DAY, T0 + 7 * DAY, T0 + 7 * DAY, T0 + 7 * DAY]
-    assert len(closed_within_horizon(df, as_of=as_of, include_pull_requests=True)) == 8
+    assert len(labels(include_pull_requests=True)) == 8
+    assert str(out["closed_within_7d"].dtype) == "boolean"
     # A configurable horizon.
-    short = closed_within_horizon(df, as_of=as_of, horizon_days=3).sort_values("number")
+    short = labels(horizon_days=3)
     assert short["closed_within_7d"].tolist()[:4] == [False, False, False, False]
     assert short["label_known_at"].iloc[0] == T0 + 3 * DAY
-
-
-def test_compute_features_labels_match_label_function():
-    df = issues({"closed_at": T0 + 2 * DAY}, {"created_at": T0 + DAY, "closed_at": T0 + 30 * DAY},
-                {"created_at": T0 + 399 * DAY})
-    feats = compute_features(df, ages_hours=(0,), text_score=False)
-    labels = closed_within_horizon(df)
-    assert feats["closed_within_7d"].tolist()[:2] == labels["closed_within_7d"].tolist()[:2] == [True, False]
-    assert pd.isna(feats["closed_within_7d"].iloc[2])
-    assert str(feats["closed_within_7d"].dtype) == "boolean"
 
 
 def test_rows_exist_at_each_age_only_while_the_issue_is_open():

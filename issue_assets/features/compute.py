@@ -36,6 +36,7 @@ from issue_assets.features.events import Queries, factorize
 from issue_assets.features.labels import DAY_US, DEFAULT_HORIZON_DAYS, HOUR_US, known_by
 from issue_assets.features.store import EventStore, Rows
 from issue_assets.features.text import reference_columns, text_columns
+from issue_assets.features.text_score import hash_texts
 
 AGES_HOURS = (0, 6, 24, 72)
 OUTPUT_KEY_COLUMNS = ["repo", "id", "number", "age_hours", "created_at", "prediction_time"]
@@ -168,8 +169,6 @@ def feature_columns(view, rows: Rows, t: np.ndarray, text: dict | None = None) -
     f.update(text if text is not None else text_columns(rows["title"], rows["body"]))
     if view.scorer is not None:
         if rows.X is None:
-            from issue_assets.features.text_score import hash_texts
-
             rows.X = hash_texts(rows["title"], rows["body"], view.scorer.config)
         f["text_score"] = view.scorer.scores(rows.X, t)
     else:

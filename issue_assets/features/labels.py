@@ -16,10 +16,7 @@ Public API:
         the rule as of `at_us` (closings after it unknown): is the outcome known then, what it is, and since
         when (positive False and known_at NaN where undecided)
     label_times(created_at: Series, closed_at: Series, *, horizon_days=7) -> (Series[bool], Series[datetime])
-    closed_within_horizon(issues, *, horizon_days=7, as_of=None, include_pull_requests=False) -> DataFrame
-        repo, id, number, created_at, closed_within_7d (boolean, NA while unknown at as_of), label_known_at
-        (as_of default: the table's latest fetched_at, its snapshot time). Pull requests are left out unless
-        include_pull_requests.
+    snapshot_time(issues) -> Timestamp       the as-of time a table speaks for (its latest fetched_at)
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from issue_assets.features.frames import TS, normalize_issues
+from issue_assets.features.frames import TS
 
 DEFAULT_HORIZON_DAYS = 7
 HOUR_US = 3_600_000_000
@@ -72,20 +69,6 @@ def snapshot_time(issues: pd.DataFrame) -> pd.Timestamp:
         return issues["fetched_at"].max()
     events = pd.concat([issues["created_at"], issues["closed_at"]]).dropna()
     return events.max() if len(events) else pd.Timestamp.max.tz_localize("UTC")
-
-
-def closed_within_horizon(issues: pd.DataFrame, *, horizon_days: float = DEFAULT_HORIZON_DAYS,
-                          as_of: pd.Timestamp | None = None, include_pull_requests: bool = False) -> pd.DataFrame:
-    issues = normalize_issues(issues)
-    if not include_pull_requests:
-        issues = issues.loc[~issues["is_pull_request"]]
-    as_of = snapshot_time(issues) if as_of is None else utc(as_of)
-    decided, positive, known_at = known_by(_us(issues["created_at"]), _us(issues["closed_at"]),
-                                           as_of.value / 1000, horizon_us(horizon_days))
-    out = issues[["repo", "id", "number", "created_at"]].copy()
-    out["closed_within_7d"] = pd.arrays.BooleanArray(positive, ~decided)
-    out["label_known_at"] = pd.Series(pd.to_datetime(known_at, unit="us", utc=True), index=out.index).astype(TS)
-    return out.reset_index(drop=True)
 
 
 def utc(ts) -> pd.Timestamp:

@@ -169,17 +169,12 @@ class EventStore:
         if self.scorer is not None:
             X = self.scorer.docs
             arrays.update(doc_data=X.data, doc_indices=X.indices, doc_indptr=X.indptr,
-                          doc_positive=self.scorer.positive, doc_known=self._doc_known())
+                          doc_positive=self.scorer.positive, doc_known=self.scorer.known_at_us)
             meta["text_score"] = {**self.scorer.config.__dict__, "shape": list(X.shape)}
         arrays["meta"] = np.array(json.dumps(meta))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()
-
-    def _doc_known(self) -> np.ndarray:
-        known = np.full(self.issues.n, np.nan)
-        known[self.scorer._order] = self.scorer._known_sorted
-        return known
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EventStore:

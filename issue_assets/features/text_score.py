@@ -13,6 +13,7 @@ Public API:
     hash_texts(titles, bodies, config) -> scipy.sparse.csr_matrix (float32, l2-normalised rows)
     period_start(times_us: ndarray[int64], config) -> ndarray[int64]
     TextScorer(docs: csr_matrix, positive: bool[n], known_at_us: float64[n] (NaN: not a document), config)
+        .docs, .positive, .known_at_us, .config       what it was made from
         .model(p0) -> SGDClassifier | None     the period's model (None: < min_train_rows or one class)
         .scores(X, t_us) -> float64[m]         decision function of each row's period model (NaN without one):
                                                X @ coef + intercept, SGDClassifier.decision_function's sum
@@ -72,7 +73,7 @@ class TextScorer:
         self.config = config or TextScoreConfig()
         self.docs = docs
         self.positive = np.asarray(positive, dtype="int8")
-        known = np.asarray(known_at_us, dtype="float64")
+        self.known_at_us = known = np.asarray(known_at_us, dtype="float64")
         idx = np.flatnonzero(~np.isnan(known))
         # Documents ordered by when their label became known (then canonical order): a prefix per period.
         self._order = idx[np.argsort(known[idx], kind="stable")]
