@@ -45,6 +45,8 @@ def test_training_set_holds_only_labels_known_at_the_cutoff_across_repos():
     assert (np.diff(ranks) >= 0).all() and rows["created_at"].is_monotonic_increasing
     # Split on issue boundaries: every row of an issue in one split; fractions count issues.
     assert rows.groupby(["repo", "id"])["split"].nunique().max() == 1
+    # each issue weighs 1 in training, spread over its rows
+    np.testing.assert_allclose(rows.groupby(["repo", "id"])["sample_weight"].sum(), 1.0)
     issues = rows.loc[rows["age_hours"] == 0, "split"].value_counts()
     assert issues["test"] == round(info["issues"] * 0.2) and issues["validation"] == round(info["issues"] * 0.15)
     assert info["splits"]["test"]["issues"] == issues["test"]

@@ -6,7 +6,9 @@ Public API:
         Rows (every age) of the issues whose label is known at the cutoff (label_known_at <= cutoff), any
         repos, with a `split` column: the issues ordered by (created_at, repo, id) are cut into train /
         validation / test (test = the most recent `test_fraction` of the issues, validation just before),
-        so all rows of one issue fall in one split. The dict holds the cutoff, split boundaries (first/last
+        so all rows of one issue fall in one split. `sample_weight` = 1 / (the issue's rows): each issue
+        counts once in training, however long it stayed open (measured: rust age-0 test ROC AUC +0.013,
+        matomo +0.003 over unweighted rows, BENCHMARKS.md). The dict holds the cutoff, split boundaries (first/last
         created_at), row and issue counts, label rates, rows per age, and the feature catalog version.
     Checks, each -> tuple[bool, dict]:
     check_schema(frame, feature_names=FEATURE_NAMES)
@@ -82,6 +84,7 @@ def build_training_set(features: pd.DataFrame, cutoff, *, validation_fraction: f
     split[issue >= n - n_test - n_val] = "validation"
     split[issue >= n - n_test] = "test"
     rows["split"] = pd.Series(split, dtype="string")
+    rows["sample_weight"] = 1.0 / np.bincount(issue)[issue] if len(rows) else np.zeros(0)
     info = {
         "cutoff": cutoff.isoformat(),
         "rows": int(len(rows)),

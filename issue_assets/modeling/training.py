@@ -280,8 +280,9 @@ class TrainingResult:
 
 def training_set_fingerprint(df: pd.DataFrame, feature_names: list[str]) -> str:
     """sha256 over the identifying, label, split and feature columns (row order independent)."""
-    cols = [c for c in ["repo", "id", "created_at", LABEL, "split", *sorted(feature_names)] if c in df.columns]
-    frame = df[cols].sort_values([c for c in ["repo", "id", "created_at"] if c in cols], kind="stable")
+    cols = [c for c in ["repo", "id", "age_hours", "created_at", LABEL, "split", "sample_weight", *sorted(feature_names)]
+            if c in df.columns]
+    frame = df[cols].sort_values([c for c in ["repo", "id", "age_hours", "created_at"] if c in cols], kind="stable")
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     digest = hashlib.sha256(hashed.tobytes())
     digest.update(json.dumps(cols).encode())
@@ -299,6 +300,11 @@ def _window(part: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _weights(part: pd.DataFrame) -> np.ndarray | None:
+    """The training set's row weights (each issue counts once over its ages), if it has them."""
+    return part["sample_weight"].to_numpy(dtype=np.float32) if "sample_weight" in part else None
+
+
 def fit_booster(
     train: pd.DataFrame, valid: pd.DataFrame, feature_names: list[str], params: dict[str, Any] | None,
     config: TrainingConfig,
@@ -306,9 +312,9 @@ def fit_booster(
     """Train with early stopping on `valid`; return the booster cut to its best round and that round."""
     full = booster_params(params, nthread=config.nthread, seed=config.seed)
     dtrain = xgb.DMatrix(train[feature_names].to_numpy(dtype=np.float32), label=train[LABEL].to_numpy(),
-                         feature_names=feature_names)
+                         weight=_weights(train), feature_names=feature_names)
     dvalid = xgb.DMatrix(valid[feature_names].to_numpy(dtype=np.float32), label=valid[LABEL].to_numpy(),
-                         feature_names=feature_names)
+                         weight=_weights(valid), feature_names=feature_names)
     booster = xgb.train(
         full, dtrain, num_boost_round=config.max_boost_round, evals=[(dvalid, "validation")],
         early_stopping_rounds=config.early_stopping_rounds, verbose_eval=False,
