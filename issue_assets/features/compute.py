@@ -178,7 +178,7 @@ def feature_columns(view, rows: Rows, t: np.ndarray, text: dict | None = None) -
 
 def _ts(us: np.ndarray) -> pd.arrays.DatetimeArray:
     values = np.where(np.isnan(us), _NAT, us).astype("int64") if us.dtype.kind == "f" else us
-    return pd.arrays.DatetimeArray._simple_new(values.view("M8[us]"), dtype=pd.DatetimeTZDtype("us", "UTC"))
+    return pd.DatetimeIndex(values.view("M8[us]")).tz_localize("UTC").array
 
 
 def feature_table(store: EventStore, targets: np.ndarray, t: np.ndarray) -> pd.DataFrame:

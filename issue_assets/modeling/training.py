@@ -1,7 +1,8 @@
 """Train the candidate model, calibrate it, evaluate it once on the test window next to two references.
 
-Training sets hold rows at several ages (`age_hours`, the prediction time minus created_at); the test
-metrics are reported over all rows and per age (`metrics_by_age`). Age 0 (the moment an issue is opened)
+Training sets hold rows at several ages (`age_hours`, the prediction time minus created_at), weighted so
+that each issue counts once (`sample_weight`); the test metrics are reported over all rows and per age
+(`metrics_by_age`). Age 0 (the moment an issue is opened)
 is the setting earlier models were trained and judged in, so the blocking check and promotion use it.
 
 The booster trains on the `train` split and early-stops on `validation`; it is then cut to its best

@@ -38,7 +38,7 @@ import pandas as pd
 from issue_assets.features.catalog import FEATURE_NAMES
 from issue_assets.features.compute import feature_columns
 from issue_assets.features.frames import TS, normalize_issues
-from issue_assets.features.labels import HOUR_US, known_by, utc
+from issue_assets.features.labels import DAY_US, DEFAULT_HORIZON_DAYS, HOUR_US, known_by, utc
 from issue_assets.features.store import EventStore, raw_columns
 from issue_assets.lake.keys import prediction_keys
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet, write_parquet
@@ -258,7 +258,7 @@ def score_features(model: TrainedModel, model_version: str, features: pd.DataFra
     return pd.concat([frame, pd.DataFrame(contribs, index=frame.index)], axis=1) if contribs else frame
 
 
-def batch_targets(issues: pd.DataFrame, scoring_time, horizon_days: float = 7) -> pd.DataFrame:
+def batch_targets(issues: pd.DataFrame, scoring_time, horizon_days: float = DEFAULT_HORIZON_DAYS) -> pd.DataFrame:
     """Issues (not pull requests) created by T that are open at T or were created in the horizon before T:
     the open ones to score or report as decided, and the recent ones already decided."""
     T = utc(scoring_time)
@@ -274,7 +274,7 @@ def batch_open_issue_predictions(model: TrainedModel, version: str, store: Event
                                  scoring_time, top_k: int = 5) -> pd.DataFrame:
     """The repository's batch at T: scored issues by rank, then decided ones (newest first)."""
     T = utc(scoring_time)
-    targets = normalize_issues(batch_targets(issues, T))
+    targets = normalize_issues(batch_targets(issues, T, store.horizon / DAY_US))
     frame = predict(model, version, store, raw_columns(targets), T.value // 1000, top_k).frame()
     order = np.lexsort((-frame["created_at"].array.asi8, frame["rank"].fillna(np.iinfo("int64").max).to_numpy(),
                         frame["status"].to_numpy(dtype=object) == DECIDED))
