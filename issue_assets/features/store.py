@@ -236,9 +236,12 @@ class EventStore:
             if spec[0] == "com":
                 logs[name] = self.logs[name]
                 continue
-            plus = EventLog(*_events(spec, added))
-            minus = EventLog(*_events(spec, removed)) if removed.n else None
-            logs[name] = Overlay(self.logs[name], plus, minus)
+            plus, minus = (_events(spec, part) for part in (added, removed))
+            if len(plus[0]) or len(minus[0]):  # (an open issue has no closing event, a non-maintainer no sighting)
+                logs[name] = Overlay(self.logs[name], EventLog(*plus) if len(plus[0]) else None,
+                                     EventLog(*minus) if len(minus[0]) else None)
+            else:
+                logs[name] = self.logs[name]
         return StoreView(self, logs)
 
 
