@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from issue_assets.features.catalog import FEATURE_NAMES, REFERENCE_NAMES
-from issue_assets.features.events import Queries, factorize
+from issue_assets.features.events import Queries, factorize, time_order
 from issue_assets.features.labels import DAY_US, DEFAULT_HORIZON_DAYS, HOUR_US, known_by
 from issue_assets.features.store import EventStore, Rows
 from issue_assets.features.text import reference_columns, text_columns
@@ -65,8 +65,9 @@ def history(view, rows: Rows, t: np.ndarray) -> dict[str, np.ndarray]:
     issue = ~pr
     has_author = ak >= 0
     n = len(t)
-    # Each log is searched once per set of shifts, with the queries in (key, time) order.
-    qa, qr = Queries(ak, ti), Queries(rk, ti)
+    # Each log is searched once per set of shifts, with the queries in (key, time) order (one time sort).
+    by_time = time_order(ti)
+    qa, qr = Queries(ak, ti, by_time=by_time), Queries(rk, ti, by_time=by_time)
 
     def sums(name, *shifts):
         return logs[name].sums_at(qr if name.startswith("r_") else qa, shifts or (0,))

@@ -4,7 +4,7 @@ Public API:
     factorize(values) -> (int64 codes with -1 for NA, object ndarray of distinct values)
     KeyCoder()          dense int64 codes for keys; .encode(values) adds new keys, .lookup(values) does not
                         (unknown -> -1), .values() the keys in code order, KeyCoder.of(values) rebuilds one
-    EventLog(keys, times, weights)
+    EventLog(keys, times, weights, by_time=False)
         keys: int64[n] (negative keys are dropped), times: int64[n] (microseconds), weights: float64[n, w]
         .sums_at(queries, shifts, inclusive=True) -> [float64[m, w] per shift]
             sum of weights with key == qk and time <= qt + shift (< if not inclusive)
@@ -12,7 +12,8 @@ Public API:
         .first_time(qkeys) -> float64[m]                        earliest event time of the key (NaN if none)
     Overlay(base, added, removed)  an EventLog with a few events added and a few of its own removed (the
                         same three methods): a request's own rows on top of a stored history
-    Queries(qkeys, qtimes)   many queries, sorted by (key, time) once for every log asked with them
+    Queries(qkeys, qtimes, by_time=False)   many queries, sorted by (key, time) once for every log asked with them
+    time_order(times) -> permutation sorting the times stably (None: sorted already), to share between logs
     stable_order(keys, times=None) -> int64 permutation: rows by (key, time), ties in row order
                         (np.lexsort((times, keys)), computed by packed-value sorts)
 
@@ -156,10 +157,12 @@ def key_order(keys: np.ndarray) -> np.ndarray | None:
     return order if order is not None else np.argsort(keys, kind="stable")
 
 
-def stable_order(keys: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
-    """Rows ordered by (key, time), ties in row order: a stable time sort, then a stable key sort."""
+def stable_order(keys: np.ndarray, times: np.ndarray | None = None, *, by_time=False) -> np.ndarray:
+    """Rows ordered by (key, time), ties in row order: a stable time sort, then a stable key sort.
+    `by_time`: time_order(times), when the caller has it already (several logs or queries share times)."""
     keys = np.asarray(keys, dtype="int64")
-    by_time = time_order(times) if times is not None else None
+    if by_time is False:
+        by_time = time_order(times) if times is not None else None
     if by_time is None:
         korder = key_order(keys)
         return np.arange(len(keys)) if korder is None else korder
@@ -181,14 +184,14 @@ class Queries:
     """Many (key, time) queries sorted once by (key, time): each log is then searched front to back and the
     answers are put back in query order by one gather. Keys < 0 (no key) count nothing."""
 
-    def __init__(self, qkeys, qtimes, order: np.ndarray | None = None, *, _like: Queries | None = None):
+    def __init__(self, qkeys, qtimes, *, by_time=False, _like: Queries | None = None):
         self.keys = np.asarray(qkeys, dtype="int64")
         self.times = np.asarray(qtimes, dtype="int64")
         if _like is not None:
             self.order, self.sorted_keys, self.first_valid = _like.order, _like.sorted_keys, _like.first_valid
             self._inverse = _like._inverse
         else:
-            self.order = stable_order(self.keys, self.times) if order is None else np.asarray(order)
+            self.order = stable_order(self.keys, self.times, by_time=by_time)
             self.sorted_keys = self.keys.take(self.order)
             self.first_valid = int(np.searchsorted(self.sorted_keys, 0, side="left"))
             self._inverse = None
@@ -218,18 +221,18 @@ class Queries:
 class EventLog:
     """Events sorted by (key, time) with prefix sums of their weights."""
 
-    def __init__(self, keys, times, weights, *, presorted: bool = False):
+    def __init__(self, keys, times, weights, *, by_time=False):
+        """`by_time`: time_order(times) when the caller has it (logs over the same times share it)."""
         keys = np.asarray(keys, dtype="int64")
         times = np.asarray(times, dtype="int64")
         weights = np.asarray(weights, dtype="float64")
         if weights.ndim == 1:
             weights = weights[:, None]
-        if not presorted:
-            keep = keys >= 0
-            if not keep.all():
-                keys, times, weights = keys[keep], times[keep], weights[keep]
-            order = stable_order(keys, times)
-            keys, times, weights = keys.take(order), times.take(order), np.take(weights, order, axis=0)
+        order = stable_order(keys, times, by_time=by_time)
+        keys = keys.take(order)
+        valid = int(np.searchsorted(keys, 0, side="left"))  # negative keys (no key) sort first: dropped
+        order, keys = order[valid:], keys[valid:]
+        times, weights = times.take(order), np.take(weights, order, axis=0)
         self.keys, self.times, self.weights = keys, times, weights
         self.cum = np.zeros((len(keys) + 1, weights.shape[1]), dtype="float64")
         np.cumsum(weights, axis=0, out=self.cum[1:])
@@ -318,8 +321,12 @@ class EventLog:
         first = np.take(self.cum, start, axis=0)
         out = []
         for p in pos:
-            got = np.zeros((len(q), self.width))
-            got[valid] = np.take(self.cum, p, axis=0) - first
+            # computed in sorted order straight into the rows of a result, then one gather back
+            got = np.empty((len(q), self.width))
+            got[: valid.start] = 0.0
+            part = got[valid]
+            np.take(self.cum, p, axis=0, out=part, mode="clip")  # (mode="raise" would buffer `out`)
+            part -= first
             out.append(q.scatter(got))
         return out
 

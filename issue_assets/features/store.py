@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from issue_assets.features.events import EventLog, KeyCoder, Overlay, factorize, stable_order
+from issue_assets.features.events import EventLog, KeyCoder, Overlay, factorize, stable_order, time_order
 from issue_assets.features.frames import TS, normalize_comments, normalize_issues
 from issue_assets.features.labels import DAY_US, DEFAULT_HORIZON_DAYS, horizon_us, outcome, snapshot_time, utc
 from issue_assets.features.text_score import TextScoreConfig, TextScorer, hash_texts
@@ -82,8 +82,8 @@ def _us(series: pd.Series) -> np.ndarray:
 
 
 def _objects(series: pd.Series) -> np.ndarray:
-    """A string column as an object ndarray (NA as None)."""
-    return series.to_numpy(dtype=object, na_value=None)
+    """A string column as an object ndarray (missing values as pd.NA: replacing them costs a scan)."""
+    return series.to_numpy(dtype=object)
 
 
 def raw_columns(issues: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -123,8 +123,13 @@ class EventStore:
         self.issues, self.comments, self.coders, self.scorer = issues, comments, coders, scorer
         self.as_of_us, self.horizon = float(as_of_us), float(horizon)
         self.repo_names = coders.repos
-        self.logs = {name: EventLog(*_events(spec, issues if spec[0] == "iss" else comments))
-                     for name, spec in LOGS.items()}
+        self.logs, by_time = {}, {}
+        for name, spec in LOGS.items():
+            keys, times, weights = _events(spec, issues if spec[0] == "iss" else comments)
+            group = (spec[0], spec[2], spec[3])  # logs over the same rows and times share one time sort
+            if group not in by_time:
+                by_time[group] = time_order(times)
+            self.logs[name] = EventLog(keys, times, weights, by_time=by_time[group])
         self._uid = issues["rk"] * ISSUE_BITS + issues["id"]
         self._uid_order = np.argsort(self._uid, kind="stable")
         self._uid_sorted = self._uid[self._uid_order]
@@ -287,7 +292,7 @@ def _author_codes(rk: np.ndarray, user_id: np.ndarray, login: np.ndarray, coders
     growing (a request against a shared store), keys the store lacks get new codes after its own."""
     has_id = ~np.isnan(user_id)
     who = np.where(has_id, user_id, 0).astype("int64") & (USER_BITS // 2 - 1)
-    by_login = ~has_id & np.array([x is not None for x in login], dtype=bool)
+    by_login = ~has_id & ~pd.isna(login)
     if by_login.any():
         names = login[by_login]
         codes = coders.logins.encode(names) if grow else _fresh(coders.logins.lookup(names), names,
