@@ -52,8 +52,8 @@ def bench_sensor(n_repos: int = 50, rows: int = 2000, ticks: int = 5) -> dict:
     from issue_assets.github.conditional_cache import ConditionalCache
     from issue_assets.github.replay import ReplayServer
     from issue_assets.github.simulate import simulate_repository
-    from issue_assets.ingest import layout
     from issue_assets.ingest.sync import sync_incremental
+    from issue_assets.lake import keys
     from issue_assets.lake.store import LocalStore, write_parquet
     from issue_assets.resources import GitHubResource, LakeResource, ModelStoreResource
     from issue_assets.sensors import new_labelled_issues_sensor
@@ -79,7 +79,7 @@ def bench_sensor(n_repos: int = 50, rows: int = 2000, ticks: int = 5) -> dict:
                             and "pull_request" not in i]
                 ids = np.concatenate([ingested, np.arange(rows - len(ingested)) + 10_000_000 * (n + 1)])
                 known = now - pd.to_timedelta(rng.uniform(0, 700, rows), unit="D")
-                write_parquet(store, layout.features_key(repo), pd.DataFrame({
+                write_parquet(store, keys.features_key(repo), pd.DataFrame({
                     "id": ids.astype("int64"), "label_known_at": pd.Series(known).astype("datetime64[us, UTC]")}))
             resources = {"lake": LakeResource(uri=str(tmp / "lake")),
                          "model_store": ModelStoreResource(uri=str(tmp / "registry")),
@@ -140,14 +140,14 @@ def _simulated(n_issues: int):
 def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     """What the assets do, without Dagster: the same core calls in the same order."""
     from issue_assets.assets.training import cutoff_of
-    from issue_assets.features import training as ts
-    from issue_assets.features.registry import FEATURE_NAMES, feature_registry_version
-    from issue_assets.features.table import load_features, refresh_features
+    from issue_assets.features import training_sets as ts
+    from issue_assets.features.catalog import FEATURE_NAMES, feature_registry_version
+    from issue_assets.features.table import load_features, load_snapshot, refresh_features
     from issue_assets.github.client import GitHubClient
     from issue_assets.github.conditional_cache import ConditionalCache
-    from issue_assets.ingest import layout
     from issue_assets.ingest.current import load_current, merge_current
     from issue_assets.ingest.sync import sync_window
+    from issue_assets.lake import keys
     from issue_assets.lake.documents import write_json
     from issue_assets.lake.store import LocalStore, write_parquet
     from issue_assets.modeling.evaluation import check_alert
@@ -172,11 +172,11 @@ def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     t = time.perf_counter()
     as_of = today.strftime("%Y-%m-%d")
     rows, info = ts.build_training_set(load_features(store, REPO), cutoff_of(as_of))
-    write_parquet(store, layout.training_set_key(as_of), rows)
-    write_json(store, layout.training_info_key(as_of), info)
+    write_parquet(store, keys.training_set_key(as_of), rows)
+    write_json(store, keys.training_info_key(as_of), info)
     tuned = tune(rows, FEATURE_NAMES, as_of, TuningConfig(n_trials=trials, seed=0),
                  storage=f"sqlite:///{home / 'optuna.db'}")
-    write_json(store, layout.tuning_key(as_of), tuned.summary())
+    write_json(store, keys.tuning_key(as_of), tuned.summary())
     result = train_and_evaluate(rows, FEATURE_NAMES, tuned.best_params, TrainingConfig(seed=0))
     metadata = result.metadata(as_of=as_of, feature_registry_version=feature_registry_version())
     metadata["cutoff"] = info["cutoff"]
@@ -184,7 +184,7 @@ def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     version = registry.register(result.model, metadata, artifacts=result.plots)
     steps["training"] = time.perf_counter() - t
     t = time.perf_counter()
-    window = rows.loc[rows["split"] == "test"]
+    window = rows.loc[(rows["split"] == "test") & (rows["age_hours"] == 0)]  # as production_model does
     metrics = score_on_window(registry.load_model(version), window)
     passed, _ = check_alert(metrics, 0.6)
     decision = decide(metrics, None, passed, margin=0.0, champion_version=None)
@@ -193,9 +193,8 @@ def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     steps["promotion"] = time.perf_counter() - t
     t = time.perf_counter()
     now = pd.Timestamp.now(tz="UTC")
-    predictions = batch_open_issue_predictions(registry.load_model(version), version,
-                                               load_current(store, "issues", REPO),
-                                               load_current(store, "comments", REPO), now)
+    predictions = batch_open_issue_predictions(registry.load_model(version), version, load_snapshot(store, REPO),
+                                               load_current(store, "issues", REPO), now)
     write_predictions(store, REPO, predictions, now)
     steps["predictions"] = time.perf_counter() - t
     return {"steps": steps, "champion": registry.champion()}

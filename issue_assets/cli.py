@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -54,7 +53,7 @@ def replay_server(data_files, comments_files, host, port, latency_ms, fault_rate
         _fail("give at least one --data or --comments file")
     token = None
     if require_token_env:
-        token = os.environ.get(require_token_env)
+        token = config.env(require_token_env)
         if not token:
             _fail(f"environment variable {require_token_env} is empty")
     serve(list(data_files), list(comments_files), host, port, latency_ms=latency_ms, fault_rate=fault_rate,
@@ -99,7 +98,7 @@ def _client(api_url: str | None):
 
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
-    client = GitHubClient(api_url or config.api_url(), os.environ.get("GITHUB_TOKEN") or None,
+    client = GitHubClient(api_url or config.api_url(), config.github_token(),
                           cache=ConditionalCache(home / "http_cache.json"), on_event=_progress)
     try:
         yield client

@@ -57,3 +57,38 @@ def retrain_threshold() -> int:
 def retrain_poll_github() -> bool:
     """RETRAIN_POLL_GITHUB: also count what GitHub has that is not ingested yet (conditional polls; default on)."""
     return (os.environ.get("RETRAIN_POLL_GITHUB") or "1").lower() not in ("0", "false", "no")
+
+
+def github_token() -> str | None:
+    """GITHUB_TOKEN: the bearer token (optional); never logged or stored."""
+    return os.environ.get("GITHUB_TOKEN") or None
+
+
+def aws_endpoint_url() -> str | None:
+    """AWS_ENDPOINT_URL: an S3-compatible endpoint (moto, MinIO); unset for AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def aws_keys_given() -> bool:
+    """AWS_ACCESS_KEY_ID is set (then the S3 resource takes the keys through EnvVar, never their values)."""
+    return bool(os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
+def aws_region() -> str | None:
+    """AWS_DEFAULT_REGION or AWS_REGION."""
+    return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+
+
+def alert_webhook_url() -> str | None:
+    """ALERT_WEBHOOK_URL: failed runs are posted there as JSON."""
+    return os.environ.get("ALERT_WEBHOOK_URL") or None
+
+
+def dagster_home() -> str | None:
+    """DAGSTER_HOME: the Dagster instance's folder (SQLite by default; deploy/dagster.yaml for PostgreSQL)."""
+    return os.environ.get("DAGSTER_HOME") or None
+
+
+def env(name: str) -> str | None:
+    """Any other variable named at run time (e.g. `replay-server --require-token-env NAME`); None if empty."""
+    return os.environ.get(name) or None

@@ -1,9 +1,9 @@
 """The code location: every asset, job, schedule, sensor and resource, configured from the environment."""
 
-import os
 
 import dagster as dg
 
+from issue_assets import config
 from issue_assets.assets import ingestion, model, prediction, training
 from issue_assets.jobs import full_pipeline_job, ingest_job, repository_refresh_job, training_job
 from issue_assets.resources import GitHubResource, LakeResource, ModelStoreResource
@@ -12,7 +12,7 @@ from issue_assets.sensors import new_labelled_issues_sensor, repositories_sensor
 
 
 def resources() -> dict:
-    token = dg.EnvVar("GITHUB_TOKEN") if os.environ.get("GITHUB_TOKEN") else None
+    token = dg.EnvVar("GITHUB_TOKEN") if config.github_token() else None
     return {
         "lake": LakeResource(),
         "github": GitHubResource(token=token),

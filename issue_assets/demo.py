@@ -42,7 +42,7 @@ def run_demo(n_issues: int = 3000, shared_data: str | None = None, trials: int =
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home"))
-    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home = Path(config.dagster_home())
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
         # SQLite storage under DAGSTER_HOME (the default); deploy/dagster.yaml is the PostgreSQL one.
@@ -69,7 +69,7 @@ def run_demo(n_issues: int = 3000, shared_data: str | None = None, trials: int =
     echo(f"incremental poll with nothing new: {calls} requests, {not_mod} answered 304 "
          f"(server saw {stats_poll['by_status']})")
     echo(f"done in {seconds:.1f}s; lake at {config.lake_uri()}, models at {config.model_store_uri()}")
-    echo(f"see it in the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml "
+    echo(f"see it in the UI: DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml "
          "(or `make dev`), then http://127.0.0.1:3000")
     summary["poll"] = stats_poll
     summary["seconds"] = seconds

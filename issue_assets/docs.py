@@ -2,13 +2,19 @@
 
 from pathlib import Path
 
-from issue_assets.features.registry import feature_registry_version, features_markdown
+from issue_assets.features.catalog import PREDICTION_MEANING, feature_registry_version, features_markdown
+from issue_assets.features.compute import AGES_HOURS
 
 
 def features_doc() -> str:
-    return (f"# Features\n\nGenerated from `issue_assets/features/registry.py` (registry version "
-            f"`{feature_registry_version()}`) by `issue-assets docs`; a test keeps this file equal to the registry.\n\n"
-            f"{features_markdown()}\n")
+    ages = ", ".join(f"{a:g} h" for a in AGES_HOURS)
+    return (f"# Features\n\nGenerated from `issue_assets/features/catalog.py` (catalog version "
+            f"`{feature_registry_version()}`) by `issue-assets docs`; a test keeps this file equal to the catalog.\n\n"
+            f"## What a prediction means\n\n{PREDICTION_MEANING}\n\n"
+            f"Training sets hold one row per issue and age ({ages}) while the issue is still open at that age, "
+            "keyed by (repo, id, age_hours); the label is the issue's, known at min(closed_at, created_at + 7 "
+            "days). The service and the batch score an issue at its current age.\n\n"
+            f"## Features\n\n{features_markdown()}\n")
 
 
 def write_docs(root: Path) -> Path:

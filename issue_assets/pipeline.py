@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -49,7 +48,7 @@ def run_pipeline(repos: list[str], *, api_url: str | None = None, trials: int = 
 
     resources = default_resources()
     if api_url:
-        token = dg.EnvVar("GITHUB_TOKEN") if os.environ.get("GITHUB_TOKEN") else None
+        token = dg.EnvVar("GITHUB_TOKEN") if config.github_token() else None
         resources["github"] = GitHubResource(api_url=api_url, token=token)
     resources.setdefault("lake", LakeResource())
     resources.setdefault("model_store", ModelStoreResource())

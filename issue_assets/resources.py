@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -47,9 +46,8 @@ class GitHubResource(dg.ConfigurableResource):
 
 def _s3_resource() -> S3Resource:
     """Credentials from the default AWS chain, or AWS_* through EnvVar (never written into run config)."""
-    kwargs = {"endpoint_url": os.environ.get("AWS_ENDPOINT_URL") or None,
-              "region_name": os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None}
-    if os.environ.get("AWS_ACCESS_KEY_ID"):
+    kwargs = {"endpoint_url": config.aws_endpoint_url(), "region_name": config.aws_region()}
+    if config.aws_keys_given():
         kwargs["aws_access_key_id"] = dg.EnvVar("AWS_ACCESS_KEY_ID")
         kwargs["aws_secret_access_key"] = dg.EnvVar("AWS_SECRET_ACCESS_KEY")
     return S3Resource(**{k: v for k, v in kwargs.items() if v is not None})

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from issue_assets.features.labels import DEFAULT_HORIZON_DAYS
-from issue_assets.ingest import layout
+from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, label_times
 from issue_assets.ingest.sync import cursor, iso
+from issue_assets.lake import keys
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet
 
 
@@ -30,18 +30,14 @@ class EvidenceCount:
         return sum(self.by_repo.values()) + sum(self.pending_by_repo.values())
 
 
-def _known_at(created: pd.Series, closed: pd.Series, horizon_days: float) -> pd.Series:
-    deadline = created + pd.Timedelta(days=horizon_days)
-    return closed.where(closed.notna() & (closed <= deadline), deadline)
-
-
 def count_new_labels(store: ObjectStore, repos: list[str], since: pd.Timestamp | None, now: pd.Timestamp,
                      *, client=None, horizon_days: float = DEFAULT_HORIZON_DAYS) -> EvidenceCount:
     """Labels that became known in (since, now] per repository (all known labels when since is None)."""
     count = EvidenceCount(since, now)
     for repo in repos:
         try:
-            frame = read_parquet(store, layout.features_key(repo), columns=["id", "label_known_at"])
+            frame = read_parquet(store, keys.features_key(repo), columns=["id", "label_known_at"])
+            frame = frame.drop_duplicates("id")  # one row per issue (the table has one per age)
         except KeyNotFound:
             count.missing.append(repo)
             frame = pd.DataFrame({"id": pd.Series(dtype="int64"),
@@ -68,7 +64,7 @@ def _pending(client, store: ObjectStore, repo: str, stored_ids: set, since, now,
             continue
         created = pd.to_datetime(frame["created_at"], utc=True, errors="coerce")
         closed = pd.to_datetime(frame["closed_at"], utc=True, errors="coerce")
-        known = _known_at(created, closed, horizon_days)
+        known = label_times(created, closed, horizon_days=horizon_days)[1]
         mask = known.notna() & (known <= now) & ~frame["id"].isin(stored_ids)
         if since is not None:
             mask &= known > since

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -104,4 +103,4 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
     payload = failure_payload(run.job_name, run.run_id, message, partition=run.tags.get("dagster/partition"))
     log.error(payload["text"])
     context.log.error(payload["text"])
-    post_alert(os.environ.get("ALERT_WEBHOOK_URL"), payload, timeout=5.0)
+    post_alert(config.alert_webhook_url(), payload, timeout=5.0)

@@ -24,7 +24,7 @@ from issue_assets import sensors
 from issue_assets.definitions import defs
 from issue_assets.github.replay import ReplayServer
 from issue_assets.github.simulate import simulate_repository
-from issue_assets.ingest import layout
+from issue_assets.lake import keys
 from issue_assets.lake.store import LocalStore, write_parquet
 from issue_assets.modeling.synthetic import FEATURES, make_training_set
 from issue_assets.modeling.training import TrainedModel
@@ -80,7 +80,7 @@ def _tick(env, cursor: str | None = None, **uris):
 
 def _write_features(env, items: list[dict]) -> pd.DataFrame:
     frame = _labels(items)
-    write_parquet(LocalStore(env["lake"]), layout.features_key(REPO), frame)
+    write_parquet(LocalStore(env["lake"]), keys.features_key(REPO), frame)
     return frame
 
 

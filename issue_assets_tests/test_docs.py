@@ -4,7 +4,7 @@ from pathlib import Path
 
 from issue_assets.cli import main
 from issue_assets.docs import features_doc
-from issue_assets.features.registry import FEATURE_NAMES
+from issue_assets.features.catalog import FEATURE_NAMES, PREDICTION_MEANING
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,6 +13,7 @@ def test_features_doc_matches_the_registry():
     text = (ROOT / "docs" / "FEATURES.md").read_text()
     assert text == features_doc(), "run `issue-assets docs` to regenerate docs/FEATURES.md"
     assert all(f"`{name}`" in text for name in FEATURE_NAMES)
+    assert PREDICTION_MEANING in text
 
 
 def test_readme_names_every_cli_command_and_both_make_targets():

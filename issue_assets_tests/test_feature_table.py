@@ -1,11 +1,14 @@
-"""The stored feature table: incremental refreshes equal a full recompute (edits, closes, new issues, comments)."""
+"""The stored feature table: incremental refreshes equal a full recompute (edits, closes, new issues, comments,
+ages newly reached), and the snapshot the service loads is the store the table was computed from."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from issue_assets.features.changes import earliest_change, input_snapshot
 from issue_assets.features.compute import compute_features
-from issue_assets.features.table import load_features, refresh_features
+from issue_assets.features.store import EventStore
+from issue_assets.features.table import load_features, load_snapshot, refresh_features
 from issue_assets.github.normalize import comment_versions, issue_versions, issues_from_versions
 from issue_assets.github.simulate import simulate_repository
 from issue_assets.ingest import layout
@@ -28,9 +31,19 @@ def _write(store, issues, comments):
 
 
 def _assert_equal_to_full(store, issues, comments):
-    stored = load_features(store, REPO).sort_values("id").reset_index(drop=True)
-    full = compute_features(issues, comments).sort_values("id").reset_index(drop=True)
+    stored = load_features(store, REPO)
+    full = compute_features(issues, comments)
     pd.testing.assert_frame_equal(stored[full.columns], full, check_exact=False, rtol=1e-9)
+    # The snapshot is the store the table was computed from: same logs, comments, key codes, documents.
+    snapshot, built = load_snapshot(store, REPO), EventStore.build(issues, comments)
+    for name, log in built.logs.items():
+        for attr in ("keys", "times", "cum"):
+            np.testing.assert_array_equal(getattr(snapshot.logs[name], attr), getattr(log, attr), err_msg=name)
+    for name, values in built.comments.items():
+        np.testing.assert_array_equal(snapshot.comments[name], values, err_msg=name)
+    assert snapshot.coders.authors.values().tolist() == built.coders.authors.values().tolist()
+    assert (snapshot.scorer.docs != built.scorer.docs).nnz == 0
+    np.testing.assert_array_equal(snapshot.scorer.known_at_us, built.scorer.known_at_us)
 
 
 def test_refresh_modes_and_equality_with_full_recompute(tmp_path, tables):
@@ -43,12 +56,30 @@ def test_refresh_modes_and_equality_with_full_recompute(tmp_path, tables):
     early_comments = comments.loc[comments["created_at"] < cut]
     _write(store, early, early_comments)
     assert refresh_features(store, REPO).mode == "full"
-    assert refresh_features(store, REPO).mode == "unchanged"
+    _assert_equal_to_full(store, early, early_comments)
+    unchanged = refresh_features(store, REPO)
+    assert unchanged.mode == "unchanged" and unchanged.recomputed == 0 and unchanged.snapshot_bytes == 0
 
     _write(store, issues, comments)
     refresh = refresh_features(store, REPO)
     assert refresh.mode == "incremental" and 0 < refresh.recomputed < refresh.rows
+    assert refresh.rows > refresh.issues  # several ages per issue
     _assert_equal_to_full(store, issues, comments)
+
+    # Fetched an hour after the newest issue: its later ages are not reached yet, so it has one row.
+    fresh = issues.copy()
+    fresh["fetched_at"] = fresh["created_at"].max() + pd.Timedelta(hours=1)
+    _write(store, fresh, comments)
+    refresh_features(store, REPO)
+    _assert_equal_to_full(store, fresh, comments)
+    # Time passes (a later fetch) with no other change: ages newly reached appear, nothing else moves.
+    later = fresh.assign(fetched_at=fresh["fetched_at"] + pd.Timedelta(days=4))
+    _write(store, later, comments)
+    before = len(load_features(store, REPO))
+    refresh = refresh_features(store, REPO)
+    assert refresh.mode == "incremental" and refresh.rows > before
+    assert refresh.recomputed == refresh.rows - before  # only the new rows
+    _assert_equal_to_full(store, later, comments)
 
     edited = issues.copy()
     victim = edited.index[len(edited) // 2]

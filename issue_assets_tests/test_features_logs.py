@@ -1,19 +1,11 @@
-"""The fast paths behind the event logs: packed-value sorts, the fit's fused log build, batched sorted
-queries, and per-log cutoffs in daily updates (first sightings that move)."""
+"""The event logs: packed-value sorts, sums and first/last times at shifted instants against a brute-force
+count, and the overlay (events added and removed) against a log rebuilt with those events."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from issue_assets.features import FeatureBuilder, compute_features
-from issue_assets.features.events import EventIndex, Queries, stable_order
-from issue_assets.features.synthetic import (
-    changes_between,
-    snapshot_tables,
-    synthetic_comments,
-    synthetic_issues,
-)
+from issue_assets.features.events import EventLog, Overlay, Queries, stable_order
 
 DAY_US = 86_400_000_000
 
@@ -30,78 +22,70 @@ def test_stable_order_is_lexsort():
         np.testing.assert_array_equal(stable_order(keys, times), np.lexsort((times, keys)))
 
 
-def _table():
-    issues = synthetic_issues(4000, repos=3, per_day=120, seed=7)
-    rng = np.random.default_rng(7)
-    issues.loc[rng.random(len(issues)) < 0.05, ["user_id", "user_login"]] = pd.NA  # unknown authors
-    issues.loc[rng.random(len(issues)) < 0.05, "user_id"] = pd.NA  # keyed by login
-    issues["first_seen_at"] = issues["created_at"] + pd.to_timedelta(rng.integers(0, 10**6, len(issues)), unit="s")
-    comments = synthetic_comments(issues, seed=7)
-    comments.loc[rng.random(len(comments)) < 0.05, ["user_id", "user_login"]] = pd.NA
-    return issues, comments
+def brute(keys, times, weights, qk, qt, inclusive):
+    """(sums, last time, first time) per query by a full scan."""
+    sums = np.zeros((len(qk), weights.shape[1]))
+    last, first = np.full(len(qk), np.nan), np.full(len(qk), np.nan)
+    for i, (k, t) in enumerate(zip(qk, qt, strict=True)):
+        mine = keys == k
+        hit = mine & ((times <= t) if inclusive else (times < t))
+        sums[i] = weights[hit].sum(axis=0)
+        if hit.any():
+            last[i] = times[hit].max()
+        if mine.any() and k >= 0:
+            first[i] = times[mine].min()
+    return sums, last, first
 
 
-def test_fused_log_build_equals_event_index_of_events():
-    builder = FeatureBuilder(include_pull_requests=True, text_score=False)
-    builder._load(*_table())
-    events = builder._events()
-    for name, index in builder.indexes.items():
-        ref = EventIndex(*events[name])
-        np.testing.assert_array_equal(index._base.keys, ref._base.keys, err_msg=name)
-        np.testing.assert_array_equal(index._base.times, ref._base.times, err_msg=name)
-        np.testing.assert_array_equal(index._base._cum, ref._base._cum, err_msg=name)
+def random_log(rng, n, unit):
+    keys = rng.integers(-1, 40, n)
+    times = rng.integers(0, 10**6, n) * unit
+    return keys, times, rng.random((n, 2))
 
 
-def test_batched_sorted_queries_equal_single_queries():
+def test_sums_and_times_at_shifted_instants_equal_a_full_scan():
     rng = np.random.default_rng(1)
-    for trial in range(30):
-        n = int(rng.integers(0, 3000))
-        keys, unit = rng.integers(-1, 40, n), int(rng.choice([1, 1_000_000]))
-        times = rng.integers(0, 10**6, n) * unit
-        index = EventIndex(keys, times, rng.random((n, 2)))
-        if trial % 2:
-            cut = int(rng.integers(0, 10**6)) * unit
-            index.replace_from(cut, rng.integers(-1, 40, 30), cut + rng.integers(0, 10**5, 30) * unit,
-                               rng.random((30, 2)))
-        m = int(rng.integers(0, 1500))
-        qk, qt = rng.integers(-1, 45, m), rng.integers(-5, 10**6 + 5, m) * int(rng.choice([1, 1_000_000]))
-        q = Queries(qk, qt, np.lexsort((qt, qk)))
+    for trial in range(40):
+        unit = int(rng.choice([1, 1_000_000]))  # microseconds, or whole seconds (the packed search)
+        keys, times, w = random_log(rng, int(rng.integers(0, 600)), unit)
+        log = EventLog(keys, times, w)
+        m = int(rng.integers(1, 300))
+        qk, qt = rng.integers(-1, 45, m), rng.integers(-5, 10**6 + 5, m) * int(rng.choice([1, unit]))
+        q = Queries(qk, qt)
         shifts = (0, -DAY_US, -7, 3_000_000)
+        valid = keys >= 0
         for inclusive in (True, False):
-            for got, s in zip(index.sums_at(q, shifts, inclusive), shifts, strict=True):
-                np.testing.assert_array_equal(got, index.sums(qk, qt + s, inclusive))
-            np.testing.assert_array_equal(index.last_time_at(q, inclusive), index.last_time(qk, qt, inclusive))
+            for got, s in zip(log.sums_at(q, shifts, inclusive), shifts, strict=True):
+                want = brute(keys[valid], times[valid], w[valid], qk, qt + s, inclusive)[0]
+                np.testing.assert_allclose(got, want, atol=1e-9, err_msg=f"trial {trial} shift {s}")
+            _, last, first = brute(keys[valid], times[valid], w[valid], qk, qt, inclusive)
+            np.testing.assert_array_equal(log.last_time_at(q, inclusive), last)
+        np.testing.assert_array_equal(log.first_time(qk), first)
 
 
-def _upsert(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    keys = pd.MultiIndex.from_frame(table[["repo", "id"]])
-    replaced = keys.isin(pd.MultiIndex.from_frame(rows[["repo", "id"]]))
-    return pd.concat([table.loc[~replaced], rows], ignore_index=True)
-
-
-def test_daily_updates_with_moving_first_sightings_equal_full_recompute():
-    """The generator moves a changed issue's first_seen_at to the sync time (unchanged rows keep theirs):
-    each day's update then has its a_seen log cut at the fit's snapshot and the others at the day's
-    changes. The result equals a full computation on the tables the upserts built."""
-    issues = synthetic_issues(6000, repos=3, per_day=200, seed=13)
-    comments = synthetic_comments(issues, seed=13)
-    end = issues["created_at"].max().floor("D")
-    days = [end - pd.Timedelta(days=6 - k) for k in range(7)]
-    table, seen = snapshot_tables(issues, comments, days[0])
-    builder = FeatureBuilder(include_pull_requests=True, text_score=False)
-    builder.fit(table, seen)
-    for a, b in zip(days, days[1:], strict=False):
-        changed, fresh = changes_between(issues, comments, a, b)
-        got = builder.update(changed, fresh, as_of=b)
-        table, seen = _upsert(table, changed), pd.concat([seen, fresh], ignore_index=True)
-        # Every patched log answers as one built from scratch on the builder's current tables.
-        rng = np.random.default_rng(len(table))
-        for name, ev in builder._events().items():
-            index, fresh_index = builder.indexes[name], EventIndex(*ev)
-            qk = rng.integers(-1, int(max(ev[0].max(initial=0), 1)) + 2, 3000)
-            qt = days[0].value // 1000 + rng.integers(-3, 8, 3000) * DAY_US // 2
-            for inclusive in (True, False):
-                np.testing.assert_allclose(index.sums(qk, qt, inclusive), fresh_index.sums(qk, qt, inclusive),
-                                           rtol=1e-12, atol=1e-9, err_msg=name)
-    expected = compute_features(table, seen, include_pull_requests=True, text_score=False, as_of=days[-1])
-    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_exact=False, rtol=1e-9, atol=1e-9)
+def test_overlay_equals_the_log_rebuilt_with_the_changes():
+    rng = np.random.default_rng(2)
+    for trial in range(60):
+        unit = int(rng.choice([1, 1_000_000]))
+        keys, times, w = random_log(rng, int(rng.integers(1, 400)), unit)
+        keys[keys < 0] = 0
+        # remove a few of the log's own events (duplicates included), add a few new ones
+        gone = rng.choice(len(keys), size=int(rng.integers(0, min(5, len(keys)) + 1)), replace=False)
+        if len(gone) and rng.random() < 0.3:  # an event equal to another one: only one copy goes
+            keys = np.append(keys, keys[gone[0]])
+            times = np.append(times, times[gone[0]])
+            w = np.vstack([w, w[gone[0]]])
+        ak, at, aw = random_log(rng, int(rng.integers(0, 4)), unit)
+        keep = np.ones(len(keys), bool)
+        keep[gone] = False
+        rebuilt = EventLog(np.r_[keys[keep], ak], np.r_[times[keep], at], np.vstack([w[keep], aw]))
+        overlay = Overlay(EventLog(keys, times, w), EventLog(ak, at, aw), EventLog(keys[gone], times[gone], w[gone]))
+        probe = np.r_[keys[gone], ak, rng.integers(-1, 42, 50)]
+        qt = np.r_[times[gone], at, rng.integers(0, 10**6, 50) * unit][: len(probe)]
+        q = Queries(probe, qt)
+        for inclusive in (True, False):
+            for a, b in zip(overlay.sums_at(q, (0, -3 * unit), inclusive), rebuilt.sums_at(q, (0, -3 * unit), inclusive),
+                            strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-9, err_msg=f"trial {trial}")
+            np.testing.assert_array_equal(overlay.last_time_at(q, inclusive), rebuilt.last_time_at(q, inclusive))
+        np.testing.assert_array_equal(overlay.first_time(probe), rebuilt.first_time(probe))

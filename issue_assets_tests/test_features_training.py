@@ -10,7 +10,7 @@ import pytest
 from conftest_features import matomo_issues, rust_issues
 
 from issue_assets.features import FEATURE_NAMES, compute_features
-from issue_assets.features.training import (
+from issue_assets.features.training_sets import (
     NULL_RATE_BOUNDS,
     build_training_set,
     check_availability,
@@ -37,13 +37,19 @@ def test_training_set_holds_only_labels_known_at_the_cutoff_across_repos():
     assert (rows["label_known_at"] <= CUTOFF).all() and rows["closed_within_7d"].notna().all()
     eligible = features["label_known_at"].le(CUTOFF).sum()
     assert len(rows) == eligible == info["rows"]
+    assert set(rows["age_hours"]) == {0.0, 6.0, 24.0, 72.0} and info["rows_per_age"]["0"] == info["issues"]
     # Issues created just before the cutoff whose label is not settled stay out.
     assert not rows["created_at"].between(CUTOFF - pd.Timedelta(days=1), CUTOFF).all()
     order = {"train": 0, "validation": 1, "test": 2}
     ranks = rows["split"].map(order).to_numpy()
     assert (np.diff(ranks) >= 0).all() and rows["created_at"].is_monotonic_increasing
-    counts = rows["split"].value_counts()
-    assert counts["test"] == round(len(rows) * 0.2) and counts["validation"] == round(len(rows) * 0.15)
+    # Split on issue boundaries: every row of an issue in one split; fractions count issues.
+    assert rows.groupby(["repo", "id"])["split"].nunique().max() == 1
+    # each issue weighs 1 in training, spread over its rows
+    np.testing.assert_allclose(rows.groupby(["repo", "id"])["sample_weight"].sum(), 1.0)
+    issues = rows.loc[rows["age_hours"] == 0, "split"].value_counts()
+    assert issues["test"] == round(info["issues"] * 0.2) and issues["validation"] == round(info["issues"] * 0.15)
+    assert info["splits"]["test"]["issues"] == issues["test"]
     assert info["splits"]["validation"]["last_created_at"] <= info["splits"]["test"]["first_created_at"]
     assert 0.2 < info["label_rate"] < 0.5
     # Built without the text score (to keep the test fast): the null check notices an all-NaN column.
@@ -63,9 +69,10 @@ def test_checks_catch_bad_sets():
     rows, _ = build_training_set(both_repos(), CUTOFF)
     ok, details = check_unique_ids(pd.concat([rows, rows.iloc[[3]]]))
     assert not ok and details["duplicate_rows"] == 2
-    # The same id in two repositories is fine.
+    # The same id in two repositories, or at another age, is fine.
     other = rows.iloc[[3]].assign(repo="someone/else")
     assert check_unique_ids(pd.concat([rows, other]))[0]
+    assert check_unique_ids(pd.concat([rows, rows.iloc[[3]].assign(age_hours=1.5)]))[0]
     ok, details = check_labels_known(rows, CUTOFF - pd.Timedelta(days=30))
     assert not ok and details["rows_with_unknown_label"] > 0
     broken = rows.copy()

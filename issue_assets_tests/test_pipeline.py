@@ -9,7 +9,7 @@ from issue_assets.assets import model, training
 from issue_assets.features.table import load_features
 from issue_assets.github.replay import ReplayServer
 from issue_assets.github.simulate import simulate_repository
-from issue_assets.ingest import layout
+from issue_assets.lake import keys
 from issue_assets.lake.store import LocalStore, read_parquet
 from issue_assets.pipeline import PipelineError, run_pipeline
 from issue_assets.registry import ModelRegistry
@@ -56,11 +56,14 @@ def test_features_cover_every_issue_and_training_set_holds_only_known_labels(pip
     store = LocalStore(home / "lake")
     features = load_features(store, REPO)
     n_issues = sum(1 for i in pipeline_home["issues"] if "pull_request" not in i)
-    assert len(features) == n_issues and features["id"].is_unique
+    first = features.loc[features["age_hours"] == 0]
+    assert len(first) == n_issues and first["id"].is_unique and len(features) > n_issues
+    assert not features.duplicated(["id", "age_hours"]).any()
     as_of = summary["as_of"]
-    rows = read_parquet(store, layout.training_set_key(as_of))
+    rows = read_parquet(store, keys.training_set_key(as_of))
     cutoff = training.cutoff_of(as_of)
     assert (rows["label_known_at"] <= cutoff).all() and rows["closed_within_7d"].notna().all()
+    assert rows.groupby("id")["split"].nunique().max() == 1  # every row of an issue in one split
     order = rows.groupby("split")["created_at"].agg(["min", "max"])
     assert order.loc["train", "max"] <= order.loc["validation", "min"]
     assert order.loc["validation", "max"] <= order.loc["test", "min"]

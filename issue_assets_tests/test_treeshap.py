@@ -297,7 +297,7 @@ def test_trained_model_contributions_and_score_features_agree_with_xgboost():
         for g, o in zip(got[r], old[r], strict=True):
             assert abs(g["contribution"] - o["contribution"]) <= 1e-5 * max(mags[r, 0], 1e-6)
     # the batch columns are the same numbers as TrainedModel.contributions
-    flat = top_contributions(model, df, 5)
+    flat = top_contributions(model, df[model.feature_names].to_numpy(dtype=float), 5)
     for r, row in enumerate(got):
         for k, c in enumerate(row, start=1):
             assert flat[f"contrib_{k}_feature"][r] == c["feature"]

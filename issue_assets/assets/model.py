@@ -9,8 +9,8 @@ import pandas as pd
 from pydantic import Field
 
 from issue_assets import config
-from issue_assets.features.registry import FEATURE_NAMES, feature_registry_version
-from issue_assets.ingest import layout
+from issue_assets.features.catalog import FEATURE_NAMES, feature_registry_version
+from issue_assets.lake import keys
 from issue_assets.lake.documents import read_json, write_json
 from issue_assets.lake.store import read_parquet
 from issue_assets.modeling.evaluation import check_alert
@@ -45,7 +45,7 @@ def _png(data: bytes) -> dg.MetadataValue:
 
 
 def _previous_best(store, as_of: str) -> dict | None:
-    earlier = sorted(k for k in store.list("tuning/") if k.endswith(".json") and k < layout.tuning_key(as_of))
+    earlier = sorted(k for k in store.list("tuning/") if k.endswith(".json") and k < keys.tuning_key(as_of))
     return read_json(store, earlier[-1]).get("best_params") if earlier else None
 
 
@@ -57,13 +57,13 @@ def _previous_best(store, as_of: str) -> dict | None:
 def tuned_params(context: dg.AssetExecutionContext, config: TuningRunConfig, lake: LakeResource):
     store = lake.store()
     as_of = context.partition_key
-    frame = read_parquet(store, layout.training_set_key(as_of))
+    frame = read_parquet(store, keys.training_set_key(as_of))
     result = tune(frame, FEATURE_NAMES, as_of,
                   TuningConfig(n_trials=config.n_trials, timeout=config.timeout_s, workers=config.workers,
                                seed=config.seed),
                   storage=config.storage or config_storage(), warm_start_params=_previous_best(store, as_of))
     summary = result.summary()
-    write_json(store, layout.tuning_key(as_of), summary)
+    write_json(store, keys.tuning_key(as_of), summary)
     store.put_bytes(f"tuning/{as_of}.history.png", result.history_png)
     return dg.MaterializeResult(metadata={
         "best_value": result.best_value, "best_params": dg.MetadataValue.json(result.best_params),
@@ -81,7 +81,8 @@ def config_storage() -> str:
     partitions_def=as_of_partitions, deps=["tuned_params", "training_set"], group_name="training",
     kinds={"xgboost"}, pool="training",
     check_specs=[dg.AssetCheckSpec("test_auc_above_alert_threshold", asset="candidate_model", blocking=True,
-                                   description="Test ROC AUC at least the alert threshold (default 0.6)")],
+                                   description="Test ROC AUC at age 0 (issues as they are opened, comparable with "
+                                               "earlier models) at least the alert threshold (default 0.6)")],
     description="XGBoost trained on train, early-stopped and calibrated on validation, evaluated once on the "
                 "most recent test window against two reference models; registered as a new model version.",
 )
@@ -89,26 +90,31 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                     model_store: ModelStoreResource):
     store = lake.store()
     as_of = context.partition_key
-    frame = read_parquet(store, layout.training_set_key(as_of))
-    params = read_json(store, layout.tuning_key(as_of))["best_params"]
+    frame = read_parquet(store, keys.training_set_key(as_of))
+    params = read_json(store, keys.tuning_key(as_of))["best_params"]
     result = train_and_evaluate(frame, FEATURE_NAMES, params, TrainingConfig(seed=config.seed))
     metadata = result.metadata(as_of=as_of, feature_registry_version=feature_registry_version())
-    metadata["metrics"]["test_auc"] = result.metrics.get("roc_auc")
-    metadata["cutoff"] = read_json(store, layout.training_info_key(as_of))["cutoff"]
+    age0 = result.age0_metrics
+    metadata["metrics"]["test_auc"] = age0.get("roc_auc")
+    metadata["cutoff"] = read_json(store, keys.training_info_key(as_of))["cutoff"]
     registry = model_store.registry()
     version = registry.register(result.model, metadata, artifacts=result.plots)
-    write_json(store, layout.candidate_key(as_of), {"version": version, "as_of": as_of})
-    write_json(store, layout.LATEST_CANDIDATE_KEY, {"version": version, "as_of": as_of})
-    passed, details = check_alert(result.metrics, config.alert_threshold)
+    write_json(store, keys.candidate_key(as_of), {"version": version, "as_of": as_of})
+    write_json(store, keys.LATEST_CANDIDATE_KEY, {"version": version, "as_of": as_of})
+    passed, details = check_alert(age0, config.alert_threshold)
     if not passed:
         context.log.error(f"[ALERT] candidate {version} as of {as_of}: {details['message']}")
     refs = result.reference_metrics
     comparison = pd.DataFrame({
         "candidate": result.metrics, "base_rate": refs.get("base_rate", {}),
         "older_projects": refs.get("older_projects", {})}).loc[["roc_auc", "pr_auc", "log_loss", "brier", "base_rate"]]
+    by_age = pd.DataFrame({f"{age} h": {m: v.get(m) for m in ("n", "base_rate", "roc_auc", "pr_auc", "brier")}
+                           for age, v in result.metrics_by_age.items()})
     meta = {
-        "version": version, "test_auc": result.metrics.get("roc_auc"), "pr_auc": result.metrics.get("pr_auc"),
-        "log_loss": result.metrics.get("log_loss"), "brier": result.metrics.get("brier"),
+        "version": version, "test_auc": age0.get("roc_auc"), "test_auc_all_ages": result.metrics.get("roc_auc"),
+        "pr_auc": result.metrics.get("pr_auc"), "log_loss": result.metrics.get("log_loss"),
+        "brier": result.metrics.get("brier"),
+        "metrics_by_age": dg.MetadataValue.md(by_age.T.round(4).astype(str).to_markdown() if len(by_age) else ""),
         "vs_references": dg.MetadataValue.md(comparison.round(4).astype(str).to_markdown()),
         "calibration": dg.MetadataValue.json(result.calibration),
         "windows": dg.MetadataValue.json(result.windows),
@@ -128,18 +134,19 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     group_name="deployment", kinds={"xgboost", "s3"},
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=14), warn_window=timedelta(days=8)),
     description="The champion: the newest candidate replaces it only if it passes the blocking check and beats "
-                "it by the margin on the same most recent labelled window.",
+                "it by the margin in ROC AUC at age 0 on the same most recent labelled window.",
 )
 def production_model(context: dg.AssetExecutionContext, config: PromotionConfig, lake: LakeResource,
                      model_store: ModelStoreResource) -> dg.MaterializeResult:
     store = lake.store()
     registry = model_store.registry()
-    latest = read_json(store, layout.LATEST_CANDIDATE_KEY)
+    latest = read_json(store, keys.LATEST_CANDIDATE_KEY)
     if not latest:
         raise dg.Failure("no candidate_model has been materialized yet")
     version, as_of = latest["version"], latest["as_of"]
-    window = read_parquet(store, layout.training_set_key(as_of))
-    window = window.loc[window["split"] == "test"]
+    window = read_parquet(store, keys.training_set_key(as_of))
+    # Age 0 of the test window: the setting every model, earlier single-age ones included, is judged in.
+    window = window.loc[(window["split"] == "test") & (window["age_hours"] == 0 if "age_hours" in window else True)]
     for _ in range(5):
         champion = registry.champion()
         candidate_metrics = score_on_window(registry.load_model(version), window)

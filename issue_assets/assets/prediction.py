@@ -5,10 +5,11 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
+from issue_assets.features.table import load_snapshot
 from issue_assets.ingest.current import load_current
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import LakeResource, ModelStoreResource
-from issue_assets.serving.scoring import batch_open_issue_predictions, write_predictions
+from issue_assets.serving.scoring import SCORED, batch_open_issue_predictions, write_predictions
 
 
 @dg.asset(
@@ -17,8 +18,10 @@ from issue_assets.serving.scoring import batch_open_issue_predictions, write_pre
     group_name="serving", kinds={"xgboost", "csv", "parquet"},
     automation_condition=dg.AutomationCondition.eager(),
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
-    description="Every open issue scored by the champion with features as of scoring time: probability, rank, "
-                "model version and top contributions; parquet under predictions/, CSV under predict_outputs/.",
+    description="The repository's open and recent issues at the scoring time: those still inside their 7-day "
+                "window scored by the champion at their current age (probability, rank, top contributions), the "
+                "others reported as decided with their known outcome (status column); parquet under predictions/, "
+                "CSV under predict_outputs/.",
 )
 def open_issue_predictions(context: dg.AssetExecutionContext, lake: LakeResource,
                            model_store: ModelStoreResource) -> dg.MaterializeResult:
@@ -29,15 +32,16 @@ def open_issue_predictions(context: dg.AssetExecutionContext, lake: LakeResource
     if version is None:
         raise dg.Failure("no champion model yet: materialize production_model first")
     scoring_time = pd.Timestamp.now(tz="UTC")
-    predictions = batch_open_issue_predictions(registry.load_model(version), version,
-                                               load_current(store, "issues", repo),
-                                               load_current(store, "comments", repo), scoring_time)
+    predictions = batch_open_issue_predictions(registry.load_model(version), version, load_snapshot(store, repo),
+                                               load_current(store, "issues", repo), scoring_time)
     keys = write_predictions(store, repo, predictions, scoring_time)
-    top = predictions.head(15)[["number", "title", "probability", "rank", "contrib_1_feature"]].copy()
+    scored = predictions.loc[predictions["status"] == SCORED]
+    top = scored.head(15)[["number", "title", "hours_observed", "probability", "rank", "contrib_1_feature"]].copy()
     top["title"] = top["title"].astype(str).str.slice(0, 70)
     return dg.MaterializeResult(metadata={
-        "open_issues": len(predictions), "model_version": version, "scoring_time": scoring_time.isoformat(),
-        "mean_probability": float(predictions["probability"].mean()) if len(predictions) else float("nan"),
+        "issues": len(predictions), "open_issues": len(scored), "decided": len(predictions) - len(scored),
+        "model_version": version, "scoring_time": scoring_time.isoformat(),
+        "mean_probability": float(scored["probability"].mean()) if len(scored) else float("nan"),
         "top_issues": dg.MetadataValue.md(top.round(4).to_markdown(index=False)),
         "csv": f"{store.uri}/{keys['csv']}", "parquet": f"{store.uri}/{keys['parquet']}",
     })

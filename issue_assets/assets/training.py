@@ -3,10 +3,10 @@
 import dagster as dg
 import pandas as pd
 
-from issue_assets.features import training as ts
-from issue_assets.features.registry import FEATURE_NAMES, feature_registry_version
+from issue_assets.features import training_sets as ts
+from issue_assets.features.catalog import FEATURE_NAMES, feature_registry_version
 from issue_assets.features.table import load_features, refresh_features
-from issue_assets.ingest import layout
+from issue_assets.lake import keys
 from issue_assets.lake.documents import read_json, write_json
 from issue_assets.lake.store import KeyNotFound, write_parquet
 from issue_assets.partitions import as_of_partitions, repo_partitions
@@ -18,14 +18,17 @@ from issue_assets.resources import LakeResource
     deps=["issues", "issue_comments"],
     group_name="features", kinds={"pandas", "parquet"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="Point-in-time features, label and label_known_at of every issue of one repository; "
-                "only rows a change can affect are recomputed.",
+    description="Point-in-time features, label and label_known_at of every issue of one repository at ages "
+                "0, 6, 24 and 72 h (rows keyed by repo, id, age_hours; an age only while the issue is still "
+                "open); only rows a change can affect are recomputed. Also writes the event-store snapshot "
+                "the prediction service loads.",
 )
 def issue_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     refresh = refresh_features(lake.store(), context.partition_key)
     context.log.info(f"{refresh.repo}: {refresh.mode} refresh, {refresh.recomputed} of {refresh.rows} rows computed")
     return dg.MaterializeResult(metadata={
-        "rows": refresh.rows, "recomputed_rows": refresh.recomputed, "mode": refresh.mode,
+        "rows": refresh.rows, "issues": refresh.issues, "recomputed_rows": refresh.recomputed, "mode": refresh.mode,
+        "snapshot_bytes": refresh.snapshot_bytes,
         "changed_since": refresh.changed_since or "", "labels_known": refresh.labels_known,
         "label_rate": refresh.label_rate if refresh.label_rate is not None else float("nan"),
         "seconds": round(refresh.seconds, 3), "features": len(FEATURE_NAMES),
@@ -44,7 +47,7 @@ CHECKS = {
 
 
 def _previous_info(store, as_of: str) -> dict | None:
-    earlier = sorted(k for k in store.list("training/") if k.endswith(".json") and k < layout.training_info_key(as_of))
+    earlier = sorted(k for k in store.list("training/") if k.endswith(".json") and k < keys.training_info_key(as_of))
     return read_json(store, earlier[-1]) if earlier else None
 
 
@@ -60,8 +63,8 @@ def cutoff_of(as_of: str) -> pd.Timestamp:
     group_name="training", kinds={"pandas", "parquet"},
     check_specs=[dg.AssetCheckSpec(name, asset="training_set", description=desc,
                                    blocking=name != "label_rate") for name, desc in CHECKS.items()],
-    description="Rows of all repositories whose label is known at the as-of cutoff, split train / validation "
-                "/ test by created_at (test = most recent).",
+    description="Rows (every age) of all repositories' issues whose label is known at the as-of cutoff, split "
+                "train / validation / test on issue boundaries by created_at (test = most recent).",
 )
 def training_set(context: dg.AssetExecutionContext, lake: LakeResource):
     store = lake.store()
@@ -80,8 +83,8 @@ def training_set(context: dg.AssetExecutionContext, lake: LakeResource):
     rows, info = ts.build_training_set(features, cutoff)
     info["repos"] = sorted(rows["repo"].unique().tolist())
     previous = _previous_info(store, as_of)
-    write_parquet(store, layout.training_set_key(as_of), rows)
-    write_json(store, layout.training_info_key(as_of), info)
+    write_parquet(store, keys.training_set_key(as_of), rows)
+    write_json(store, keys.training_info_key(as_of), info)
     results = {
         "schema": ts.check_schema(rows),
         "unique_ids": ts.check_unique_ids(rows),
@@ -92,11 +95,12 @@ def training_set(context: dg.AssetExecutionContext, lake: LakeResource):
     }
     splits = info["splits"]
     yield dg.MaterializeResult(metadata={
-        "rows": info["rows"], "cutoff": info["cutoff"], "label_rate": info["label_rate"] or float("nan"),
+        "rows": info["rows"], "issues": info["issues"], "rows_per_age": dg.MetadataValue.json(info["rows_per_age"]),
+        "cutoff": info["cutoff"], "label_rate": info["label_rate"] or float("nan"),
         "repos": ", ".join(info["repos"]),
         "splits": dg.MetadataValue.md(pd.DataFrame(splits).T.astype(str).to_markdown()),
         "feature_registry_version": info["feature_registry_version"],
-        "path": f"{store.uri}/{layout.training_set_key(as_of)}",
+        "path": f"{store.uri}/{keys.training_set_key(as_of)}",
     })
     for name, (passed, details) in results.items():
         yield dg.AssetCheckResult(check_name=name, passed=bool(passed), metadata={

@@ -1,34 +1,66 @@
-"""The label "closed within the horizon" and the time it becomes known.
+"""The label "closed within the horizon", the time it becomes known, and what that makes of a prediction.
+
+One rule, used by the feature table, the training sets, the retraining sensor and the prediction service:
+an issue is positive when it closed at most `horizon` after it was created; its label is known (settled)
+at min(closed_at, created_at + horizon). At a time T, closings after T are not known yet.
+
+A prediction at time t in [created_at, created_at + horizon) is P(closed within the horizon | still open at
+t). Once the label is known (closed by T, or open at created_at + horizon) there is nothing to predict:
+the issue is *decided* and its outcome is the label.
 
 Public API:
-    DEFAULT_HORIZON_DAYS = 7
-    label_times(created_at: Series, closed_at: Series, *, horizon_days: float = 7)
-        -> tuple[Series[bool], Series[datetime]]
-        Raw outcome and the moment it is settled, ignoring any as-of time:
-        positive = closed_at - created_at <= horizon, settled at min(closed_at, created_at + horizon).
-    closed_within_horizon(issues: DataFrame, *, horizon_days: float = 7, as_of: Timestamp | None = None,
-                          include_pull_requests: bool = False) -> DataFrame
-        Columns repo, id, number, created_at, closed_within_7d (boolean, NA when unknown), label_known_at.
-        A label is known when its settling time is <= as_of (default: the latest fetched_at, i.e. the
-        snapshot time); otherwise closed_within_7d is NA and label_known_at NaT. Issues still open after
-        the horizon are negatives. Pull requests are dropped unless include_pull_requests.
+    DEFAULT_HORIZON_DAYS = 7;  HOUR_US, DAY_US: microseconds
+    outcome(created_us, closed_us, horizon_us) -> (positive: bool[n], known_at_us: float64[n])
+        on float64 microseconds (NaN = not closed); the rule itself
+    known_by(created_us, closed_us, at_us, horizon_us) -> (decided: bool[n], positive: bool[n], known_at_us)
+        the rule as of `at_us` (closings after it unknown): is the outcome known then, what it is, and since
+        when (positive False and known_at NaN where undecided)
+    label_times(created_at: Series, closed_at: Series, *, horizon_days=7) -> (Series[bool], Series[datetime])
+    snapshot_time(issues) -> Timestamp       the as-of time a table speaks for (its latest fetched_at)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from issue_assets.features.frames import normalize_issues
+from issue_assets.features.frames import TS
 
 DEFAULT_HORIZON_DAYS = 7
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+
+
+def horizon_us(horizon_days: float = DEFAULT_HORIZON_DAYS) -> float:
+    return float(round(horizon_days * DAY_US))
+
+
+def outcome(created_us: np.ndarray, closed_us: np.ndarray, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, known_at) from creation and closing times in float64 microseconds (NaN: not closed)."""
+    duration = closed_us - created_us
+    positive = ~np.isnan(duration) & (duration <= horizon)
+    return positive, np.where(positive, closed_us, created_us + horizon)
+
+
+def known_by(created_us: np.ndarray, closed_us: np.ndarray, at_us, horizon: float):
+    """(decided, positive, known_at) as of `at_us`: closings after it are not known yet."""
+    closed = np.where(closed_us <= at_us, closed_us, np.nan)
+    positive, known_at = outcome(created_us, closed, horizon)
+    decided = known_at <= at_us
+    return decided, positive & decided, np.where(decided, known_at, np.nan)
+
+
+def _us(series: pd.Series) -> np.ndarray:
+    values = series.astype(TS).array.asi8
+    out = values.astype("float64")
+    out[values == np.iinfo("int64").min] = np.nan
+    return out
 
 
 def label_times(created_at: pd.Series, closed_at: pd.Series, *, horizon_days: float = DEFAULT_HORIZON_DAYS):
-    horizon = pd.Timedelta(days=horizon_days)
-    deadline = created_at + horizon
-    positive = closed_at.notna() & (closed_at - created_at <= horizon)
-    known_at = closed_at.where(positive, deadline)
-    return positive, known_at
+    positive, known_at = outcome(_us(created_at), _us(closed_at), horizon_us(horizon_days))
+    known = pd.Series(pd.to_datetime(known_at, unit="us", utc=True), index=created_at.index).astype(TS)
+    return pd.Series(positive, index=created_at.index), known
 
 
 def snapshot_time(issues: pd.DataFrame) -> pd.Timestamp:
@@ -39,30 +71,6 @@ def snapshot_time(issues: pd.DataFrame) -> pd.Timestamp:
     return events.max() if len(events) else pd.Timestamp.max.tz_localize("UTC")
 
 
-def apply_as_of(positive: pd.Series, known_at: pd.Series, as_of: pd.Timestamp):
-    """-> (closed_within_7d as pandas boolean with NA, label_known_at with NaT) for labels known at as_of."""
-    known = known_at.notna() & (known_at <= as_of)
-    label = pd.Series(pd.array(positive.to_numpy(), dtype="boolean"), index=positive.index)
-    label[~known] = pd.NA
-    return label, known_at.where(known)
-
-
-def closed_within_horizon(issues: pd.DataFrame, *, horizon_days: float = DEFAULT_HORIZON_DAYS,
-                          as_of: pd.Timestamp | None = None,
-                          include_pull_requests: bool = False) -> pd.DataFrame:
-    issues = normalize_issues(issues)
-    if not include_pull_requests:
-        issues = issues.loc[~issues["is_pull_request"]]
-    as_of = snapshot_time(issues) if as_of is None else _utc(as_of)
-    closed_at_as_of = issues["closed_at"].where(issues["closed_at"] <= as_of)
-    positive, known_at = label_times(issues["created_at"], closed_at_as_of, horizon_days=horizon_days)
-    label, known = apply_as_of(positive, known_at, as_of)
-    out = issues[["repo", "id", "number", "created_at"]].copy()
-    out["closed_within_7d"] = label
-    out["label_known_at"] = known
-    return out.reset_index(drop=True)
-
-
-def _utc(ts) -> pd.Timestamp:
+def utc(ts) -> pd.Timestamp:
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -5,8 +5,6 @@ Public API:
                      per_day: float = 300.0, pr_share: float = 0.4, seed: int = 0) -> DataFrame
     synthetic_comments(issues: DataFrame, *, per_issue: float = 2.0, seed: int = 0) -> DataFrame
     snapshot_tables(issues, comments, cutoff) -> (issues, comments)     as a sync at cutoff held them
-    changes_between(issues, comments, start, end) -> (changed_issues, new_comments)
-        the upsert a sync at `end` brings to one at `start` (for FeatureBuilder.update)
     same_activity(issues, comments, days, *, new=40, closed=10, new_comments=60, seed=0) -> (issues, comments)
         the history thinned after days[0] so that each day (days[k], days[k+1]] brings exactly `new` new
         issues, `closed` closes of older issues and `new_comments` comments (fewer only if the day had
@@ -126,18 +124,6 @@ def snapshot_tables(issues: pd.DataFrame, comments: pd.DataFrame | None, cutoff)
         return iss, None
     com = comments.loc[comments["created_at"] <= cutoff].reset_index(drop=True)
     return iss, com
-
-
-def changes_between(issues: pd.DataFrame, comments: pd.DataFrame | None, start, end) -> tuple:
-    """What a sync at `end` adds to one at `start`: issues opened or closed in (start, end], new comments."""
-    start, end = pd.Timestamp(start), pd.Timestamp(end)
-    now, _ = snapshot_tables(issues, None, end)
-    touched = now["created_at"].gt(start) | (now["closed_at"].gt(start) & now["closed_at"].le(end))
-    changed = now.loc[touched].reset_index(drop=True)
-    if comments is None:
-        return changed, None
-    fresh = comments.loc[comments["created_at"].gt(start) & comments["created_at"].le(end)]
-    return changed, fresh.reset_index(drop=True)
 
 
 def same_activity(issues: pd.DataFrame, comments: pd.DataFrame | None, days, *, new: int = 40, closed: int = 10,

@@ -2,26 +2,27 @@
 
 Public API:
     TEXT_SCAN_CHARS = 65536
-    text_features(title: Series[str], body: Series[str]) -> DataFrame    the "text" group of the registry
-    text_columns(title, body) -> dict[str, ndarray]                       the same, as arrays
-    reference_features(issues: DataFrame) -> DataFrame                   the ref_* columns (snapshot fields)
-    reference_columns(issues) -> dict[str, ndarray]
+    text_columns(titles, bodies) -> dict[str, float64 ndarray]   the "text" group of the catalog
+    text_features(title: Series, body: Series) -> DataFrame     the same as a frame
+    reference_columns(labels, comments) -> dict[str, ndarray]   the ref_* columns read from the snapshot (leaky)
 
 Lengths, lines and emptiness use the whole body; pattern counts scan its first TEXT_SCAN_CHARS characters,
-so a body of several MB costs no more than a long one. Patterns run in pyarrow (RE2), vectorized;
-text with lone surrogates is scanned with them replaced by U+FFFD.
+so a body of several MB costs no more than a long one. Patterns run in RE2 (google-re2, compiled once):
+linear in the text, the same engine and the same count for one request row as for a million rows. A count
+is the number of non-overlapping leftmost matches (`finditer`), with the context of the whole text.
+Missing text reads as "", lone surrogates as '?' (what the lake stores).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+import re2
 
 TEXT_SCAN_CHARS = 65536
 
-# RE2 syntax (pyarrow.compute): no look-behind; a consumed leading character is fine for counting.
 BODY_PATTERNS: dict[str, str] = {
     "inline_code": r"`[^`\n]+`",
     "stack_trace_lines": r"(?mi)^\s*(?:at \S+|\d+:\s+0x[0-9a-f]+|#\d+\s+0x[0-9a-f]+|File \"[^\"]+\", line \d+)"
@@ -48,75 +49,83 @@ BOTH_PATTERNS: dict[str, str] = {
     "bug_words": r"(?i)\b(?:bug|fail|fails|failed|failure|broken|wrong|incorrect|regression|unexpected"
                  r"|doesn'?t work|does not work|not working)\b",
 }
-_TITLE_QUESTION = r"(?i)\?\s*$|^\s*(?:how|why|what|when|where|is|are|can|could|should|does|do)\b"
-_TITLE_PREFIX = r"^\s*(?:\[[^\]]+\]|[\w./-]+:\s)"
 
 
-def _arrow(values: pd.Series) -> pa.Array:
+def _re2(pattern: str):
+    """Compiled once, for UTF-8 bytes: the text is encoded once per row and no match offset is decoded."""
+    options = re2.Options()
+    options.max_mem = 64 << 20  # room for the DFA of the long alternations on long bodies
+    return re2.compile(pattern.encode("utf-8"), options)
+
+
+_BODY = [_re2(p) for p in BODY_PATTERNS.values()]
+_BOTH = [_re2(p) for p in BOTH_PATTERNS.values()]
+_WORD = _re2(r"\S+")
+_LETTER = _re2(r"\pL")
+_UPPER = _re2(r"\p{Lu}")
+_QUESTION = _re2(r"(?i)\?\s*$|^\s*(?:how|why|what|when|where|is|are|can|could|should|does|do)\b")
+_PREFIX = _re2(r"^\s*(?:\[[^\]]+\]|[\w./-]+:\s)")
+NAMES = ["title_length", "title_words", "title_upper_ratio", "title_question", "title_has_prefix", "body_length",
+         "body_lines", "body_is_empty", "code_blocks", *BODY_PATTERNS, *BOTH_PATTERNS]
+
+
+def clean(value) -> str:
+    """Text as the lake holds it: missing -> "", lone surrogates -> '?'."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if not isinstance(value, str):
+        value = str(value)
+    if value.isascii():
+        return value
     try:
-        return pc.fill_null(pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.large_string(),
-                                     from_pandas=True), "")
-    except (UnicodeEncodeError, pa.ArrowException, TypeError):
-        strings = values.astype("object").fillna("").astype(str)
-        # Lone surrogates (non-UTF-8 input read with surrogateescape) become U+FFFD.
-        clean = strings.str.encode("utf-8", "replace").str.decode("utf-8")
-        return pa.array(clean.tolist(), type=pa.large_string())
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def _num(values) -> np.ndarray:
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype="float64")
+def _count(pattern, text: bytes) -> int:
+    return sum(1 for _ in pattern.finditer(text))
 
 
-def text_features(title: pd.Series, body: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame(text_columns(title, body), index=title.index)
-
-
-def text_columns(title: pd.Series, body: pd.Series) -> dict[str, np.ndarray]:
-    t, b = _arrow(title), _arrow(body)
-    scan = pc.utf8_slice_codeunits(b, 0, TEXT_SCAN_CHARS)
-    both = pc.binary_join_element_wise(t, scan, pa.scalar("\n", type=pa.large_string()))
-    letters = _num(pc.count_substring_regex(t, r"\pL"))
-    upper = _num(pc.count_substring_regex(t, r"\p{Lu}"))
-    body_len = _num(pc.utf8_length(b))
-    out = {
-        "title_length": _num(pc.utf8_length(t)),
-        "title_words": _num(pc.count_substring_regex(t, r"\S+")),
-        "title_upper_ratio": np.divide(upper, letters, out=np.zeros(len(letters)), where=letters > 0),
-        "title_question": _num(pc.match_substring_regex(t, _TITLE_QUESTION)),
-        "title_has_prefix": _num(pc.match_substring_regex(t, _TITLE_PREFIX)),
-        "body_length": body_len,
-        "body_lines": _num(pc.count_substring(b, "\n")) + (body_len > 0),
-        "body_is_empty": _num(pc.match_substring_regex(b, r"^\s*$")),
-        "code_blocks": np.ceil(_num(pc.count_substring(scan, "```")) / 2),
-    }
-    for name, pattern in BODY_PATTERNS.items():
-        out[name] = _num(pc.count_substring_regex(scan, pattern))
-    for name, pattern in BOTH_PATTERNS.items():
-        out[name] = _num(pc.count_substring_regex(both, pattern))
+def _row(title: str, body: str) -> list[float]:
+    """One row's text features. Patterns see at most TEXT_SCAN_CHARS characters of title and of body."""
+    head = title[:TEXT_SCAN_CHARS].encode("utf-8")
+    scan = body[:TEXT_SCAN_CHARS]
+    body8 = scan.encode("utf-8")
+    both = head + b"\n" + body8
+    letters = _count(_LETTER, head)
+    out = [
+        len(title), _count(_WORD, head), _count(_UPPER, head) / letters if letters else 0.0,
+        _QUESTION.search(head) is not None, _PREFIX.search(head) is not None,
+        len(body), body.count("\n") + (len(body) > 0), not body.strip(" \t\n\f\r"),
+        math.ceil(scan.count("```") / 2),
+    ]
+    out += [_count(p, body8) for p in _BODY]
+    out += [_count(p, both) for p in _BOTH]
     return out
 
 
-def reference_features(issues: pd.DataFrame) -> pd.DataFrame:
-    """The columns older public projects used. They read labels and counts from the snapshot: leaky."""
-    return pd.DataFrame(reference_columns(issues), index=issues.index)
+def text_columns(titles, bodies) -> dict[str, np.ndarray]:
+    rows = [_row(clean(t), clean(b)) for t, b in zip(titles, bodies, strict=True)]
+    matrix = np.array(rows, dtype="float64").reshape(len(rows), len(NAMES))
+    return {name: matrix[:, j] for j, name in enumerate(NAMES)}
 
 
-def reference_columns(issues: pd.DataFrame) -> dict[str, np.ndarray]:
-    labels = label_columns(issues["labels"] if "labels" in issues else pd.Series("[]", index=issues.index))
-    comments = issues["comments"] if "comments" in issues else pd.Series(0, index=issues.index)
+def text_features(title: pd.Series, body: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame(text_columns(title.tolist(), body.tolist()), index=title.index)
+
+
+_LABEL = _re2(r'"(?:[^"\\]|\\.)*"')
+_BUG_LABEL = _re2(r'(?i)"(?:[^"\\]|\\.)*bug(?:[^"\\]|\\.)*"')
+
+
+def reference_columns(labels, comments) -> dict[str, np.ndarray]:
+    """ref_label_count and ref_has_bug_label from the snapshot's JSON label lists, ref_comment_count from its
+    comment count (the other ref_* columns equal text and calendar features). They read the outcome."""
+    texts = [clean(x).encode("utf-8") for x in labels]
     return {
-        "ref_title_length": _num(pc.utf8_length(_arrow(issues["title"]))),
-        "ref_body_length": _num(pc.utf8_length(_arrow(issues["body"]))),
-        **labels,
-        "ref_hour": issues["created_at"].dt.hour.to_numpy(dtype="float64"),
-        "ref_comment_count": comments.fillna(0).to_numpy(dtype="float64"),
-    }
-
-
-def label_columns(labels: pd.Series) -> dict[str, np.ndarray]:
-    """ref_label_count and ref_has_bug_label from the snapshot's JSON label lists."""
-    arr = _arrow(labels)
-    return {
-        "ref_label_count": _num(pc.count_substring_regex(arr, r'"(?:[^"\\]|\\.)*"')),
-        "ref_has_bug_label": _num(pc.match_substring_regex(arr, r'(?i)"(?:[^"\\]|\\.)*bug(?:[^"\\]|\\.)*"')),
+        "ref_label_count": np.array([_count(_LABEL, x) for x in texts], dtype="float64"),
+        "ref_has_bug_label": np.array([_BUG_LABEL.search(x) is not None for x in texts], dtype="float64"),
+        "ref_comment_count": np.asarray(comments, dtype="float64"),
     }

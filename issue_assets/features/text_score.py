@@ -1,33 +1,37 @@
 """A point-in-time text score: hashed words and bigrams, logistic regression, fitted per 60-day period.
 
-The row whose prediction time t falls in the period [p0, p0 + period) gets its score from a model fitted
-only on issues whose label was known at p0 (label_known_at <= p0 <= t). Periods are anchored at the Unix
-epoch, not at the data, so the model for a period is the same whatever later data exists: that is what
-makes the score pass the time-travel test. The hashing vectorizer has no vocabulary to fit; the SGD
-model has a fixed seed and sees its rows in a canonical order (created_at, repo, id).
+A row whose prediction time t falls in the period [p0, p0 + period) gets its score from a model fitted only
+on issues whose label was known at p0 (label_known_at <= p0 <= t). Periods are anchored at the Unix epoch,
+not at the data, so the model of a period is the same whatever later data exists: that is what makes the
+score pass the time-travel test. Hashing is scikit-learn's HashingVectorizer analyzer and FeatureHasher (no
+vocabulary to fit), rows l2-normalised; the SGD
+model has a fixed seed and sees its documents in a canonical order (created_at, repo, id). Each period's
+model is fitted once (`TextScorer.model`) and serves every row of that period, one or a million.
 
 Public API:
     TextScoreConfig(period_days=60, n_features=2**18, max_train_rows=50_000, min_train_rows=50,
                     body_chars=1000, alpha=1e-4, epochs=3)
-    hash_texts(title: Series, body: Series, config: TextScoreConfig) -> scipy.sparse.csr_matrix
+    hash_texts(titles, bodies, config) -> scipy.sparse.csr_matrix (float32, l2-normalised rows)
     period_start(times_us: ndarray[int64], config) -> ndarray[int64]
-    text_scores(X: csr_matrix, positive: ndarray[bool], known_at_us: ndarray[float], target_times_us:
-                ndarray[int64], target_rows: ndarray[int64], config) -> ndarray[float]
-        X, positive, known_at_us describe all candidate training documents (rows in canonical order;
-        known_at_us is NaN where the label is unknown at the as-of time); the result is the score of
-        X[target_rows] at target_times_us (NaN where the period has too few labelled rows or one class).
+    TextScorer(docs: csr_matrix, positive: bool[n], known_at_us: float64[n] (NaN: not a document), config)
+        .docs, .positive, .known_at_us, .config       what it was made from
+        .model(p0) -> SGDClassifier | None     the period's model (None: < min_train_rows or one class)
+        .scores(X, t_us) -> float64[m]         decision function of each row's period model (NaN without one):
+                                               X @ coef + intercept, SGDClassifier.decision_function's sum
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 
-DAY_US = 86_400_000_000
+from issue_assets.features.labels import DAY_US
+from issue_assets.features.text import clean
 
 
 @dataclass(frozen=True)
@@ -41,50 +45,70 @@ class TextScoreConfig:
     epochs: int = 3
 
 
-def _vectorizer(config: TextScoreConfig) -> HashingVectorizer:
-    return HashingVectorizer(n_features=config.n_features, ngram_range=(1, 2), alternate_sign=False,
-                             norm="l2", lowercase=True, token_pattern=r"(?u)\b\w\w+\b", dtype=np.float32)
+_TOKENS = HashingVectorizer(ngram_range=(1, 2), lowercase=True, token_pattern=r"(?u)\b\w\w+\b").build_analyzer()
+_HASHERS: dict[int, FeatureHasher] = {}
 
 
-def hash_texts(title: pd.Series, body: pd.Series, config: TextScoreConfig | None = None):
+def hash_texts(titles, bodies, config: TextScoreConfig | None = None):
+    """The title twice and the body's first `body_chars` characters: lower-cased words and word bigrams,
+    hashed into n_features counts, each row scaled to unit length. What HashingVectorizer(norm="l2",
+    alternate_sign=False).transform does, from its analyzer and FeatureHasher; the l2 scaling is done here
+    because sklearn.preprocessing.normalize's input checks cost three times the hashing of a request's row."""
     config = config or TextScoreConfig()
-    title = title.astype("object").fillna("").astype(str)
-    body = body.astype("object").fillna("").astype(str).str.slice(0, config.body_chars)
-    docs = (title + " " + title + "\n" + body).tolist()
-    return _vectorizer(config).transform(docs).tocsr()
+    if config.n_features not in _HASHERS:
+        _HASHERS[config.n_features] = FeatureHasher(n_features=config.n_features, input_type="string",
+                                                     alternate_sign=False, dtype=np.float32)
+    docs = (f"{t} {t}\n{b[:config.body_chars]}" for t, b in zip(map(clean, titles), map(clean, bodies), strict=True))
+    X = _HASHERS[config.n_features].transform(_TOKENS(doc) for doc in docs).tocsr()
+    row = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    lengths = np.sqrt(np.bincount(row, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[0]))
+    X.data /= lengths[row].astype(np.float32)
+    return X
 
 
-def period_start(times_us: np.ndarray, config: TextScoreConfig | None = None) -> np.ndarray:
-    config = config or TextScoreConfig()
-    period = config.period_days * DAY_US
+def period_start(times_us, config: TextScoreConfig | None = None) -> np.ndarray:
+    period = (config or TextScoreConfig()).period_days * DAY_US
     return np.floor_divide(np.asarray(times_us, dtype="int64"), period) * period
 
 
-def text_scores(X, positive: np.ndarray, known_at_us: np.ndarray, target_times_us: np.ndarray,
-                target_rows: np.ndarray, config: TextScoreConfig | None = None) -> np.ndarray:
-    config = config or TextScoreConfig()
-    target_rows = np.asarray(target_rows, dtype="int64")
-    out = np.full(len(target_rows), np.nan)
-    if len(target_rows) == 0:
+class TextScorer:
+    """The period models over a fixed set of training documents (thread-safe; each model fitted once)."""
+
+    def __init__(self, docs, positive: np.ndarray, known_at_us: np.ndarray, config: TextScoreConfig | None = None):
+        self.config = config or TextScoreConfig()
+        self.docs = docs
+        self.positive = np.asarray(positive, dtype="int8")
+        self.known_at_us = known = np.asarray(known_at_us, dtype="float64")
+        idx = np.flatnonzero(~np.isnan(known))
+        # Documents ordered by when their label became known (then canonical order): a prefix per period.
+        self._order = idx[np.argsort(known[idx], kind="stable")]
+        self._known_sorted = known[self._order]
+        self._models: dict[int, SGDClassifier | None] = {}
+        self._lock = threading.Lock()
+
+    def model(self, p0: int) -> SGDClassifier | None:
+        with self._lock:
+            if p0 not in self._models:
+                c = self.config
+                n = int(np.searchsorted(self._known_sorted, p0, side="right"))
+                rows = np.sort(self._order[max(0, n - c.max_train_rows):n])
+                y = self.positive[rows]
+                model = None
+                if len(rows) >= c.min_train_rows and y.min() != y.max():
+                    model = SGDClassifier(loss="log_loss", alpha=c.alpha, max_iter=c.epochs, tol=None,
+                                          random_state=0, shuffle=True)
+                    model.fit(self.docs[rows], y)
+                self._models[p0] = model
+            return self._models[p0]
+
+    def scores(self, X, t_us) -> np.ndarray:
+        starts = period_start(t_us, self.config)
+        out = np.full(len(starts), np.nan)
+        for p0 in np.unique(starts).tolist():
+            model = self.model(p0)
+            if model is not None:
+                sel = np.flatnonzero(starts == p0)
+                # decision_function is this product (safe_sparse_dot + intercept) after input checks that cost
+                # more than the product for a request's one row
+                out[sel] = (X[sel] if len(sel) < len(starts) else X) @ model.coef_[0] + model.intercept_[0]
         return out
-    starts = period_start(target_times_us, config)
-    known = ~np.isnan(known_at_us)
-    known_idx = np.nonzero(known)[0]
-    # Training rows ordered by when their label became known (then canonical order): a prefix per period.
-    order = known_idx[np.argsort(known_at_us[known_idx], kind="stable")]
-    known_sorted = known_at_us[order]
-    y_all = np.asarray(positive, dtype="int8")
-    for p0 in np.unique(starts):
-        n = int(np.searchsorted(known_sorted, p0, side="right"))
-        rows = np.sort(order[max(0, n - config.max_train_rows):n])
-        if len(rows) < config.min_train_rows:
-            continue
-        y = y_all[rows]
-        if y.min() == y.max():
-            continue
-        model = SGDClassifier(loss="log_loss", alpha=config.alpha, max_iter=config.epochs, tol=None,
-                              random_state=0, shuffle=True)
-        model.fit(X[rows], y)
-        sel = np.nonzero(starts == p0)[0]
-        out[sel] = model.decision_function(X[target_rows[sel]])
-    return out

@@ -1,22 +1,14 @@
-"""Where each table lives in the store. Keys only; every reader and writer goes through these."""
+"""Where the ingestion's tables live in the store: raw log, rejects, current state, sync state. Keys only;
+every reader and writer goes through these (derived tables: `issue_assets.lake.keys`)."""
 
 from __future__ import annotations
 
-import re
+from issue_assets.lake.keys import check_repo, repo_slug
 
-REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+__all__ = ["KINDS", "check_repo", "current_key", "merge_state_key", "raw_manifest_key", "raw_month_key",
+           "rejects_key", "repo_slug", "sync_state_key"]
+
 KINDS = ("issues", "comments")
-
-
-def check_repo(repo: str) -> str:
-    if not isinstance(repo, str) or not REPO_RE.match(repo) or repo.split("/")[1] in (".", ".."):
-        raise ValueError(f"repository must look like OWNER/NAME, got {repo!r}")
-    return repo
-
-
-def repo_slug(repo: str) -> str:
-    owner, name = check_repo(repo).split("/")
-    return f"{owner}__{name}"
 
 
 def raw_month_key(kind: str, repo: str, month: str) -> str:
@@ -41,30 +33,3 @@ def merge_state_key(kind: str, repo: str) -> str:
 
 def sync_state_key(repo: str) -> str:
     return f"state/{repo_slug(repo)}/sync.json"
-
-
-def features_key(repo: str) -> str:
-    return f"features/{repo_slug(repo)}.parquet"
-
-
-def features_inputs_key(repo: str, kind: str) -> str:
-    return f"features/{repo_slug(repo)}.inputs.{kind}.parquet"
-
-
-def training_set_key(as_of: str) -> str:
-    return f"training/{as_of}.parquet"
-
-
-def training_info_key(as_of: str) -> str:
-    return f"training/{as_of}.json"
-
-
-def tuning_key(as_of: str) -> str:
-    return f"tuning/{as_of}.json"
-
-
-def candidate_key(as_of: str) -> str:
-    return f"candidates/{as_of}.json"
-
-
-LATEST_CANDIDATE_KEY = "candidates/latest.json"

@@ -21,6 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from issue_assets import config
+
 
 class StoreError(RuntimeError):
     """A store operation that failed; the message names the store and key."""
@@ -219,7 +221,7 @@ def open_store(uri: str | Path, s3_client=None) -> ObjectStore:
         if s3_client is None:
             import boto3
 
-            s3_client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+            s3_client = boto3.client("s3", endpoint_url=config.aws_endpoint_url())
         return S3Store(s3_client, bucket, prefix)
     return LocalStore(text)
 

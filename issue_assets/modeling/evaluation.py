@@ -65,6 +65,16 @@ def evaluate(y_true, proba, threshold: float = 0.5, top_k_fraction: float = 0.10
     return out
 
 
+def age_key(age: float) -> str:
+    return f"{float(age):g}"
+
+
+def evaluate_by_age(y_true, proba, ages, threshold: float = 0.5, top_k_fraction: float = 0.10) -> dict[str, Any]:
+    """`evaluate` on the rows of each age (hours since creation at the prediction time), keyed "0", "6", ..."""
+    y, p, a = np.asarray(y_true), np.asarray(proba), np.asarray(ages, dtype=float)
+    return {age_key(age): evaluate(y[a == age], p[a == age], threshold, top_k_fraction) for age in np.unique(a)}
+
+
 def _value(metrics: dict[str, Any] | None, metric: str) -> float | None:
     if not metrics:
         return None

@@ -1,5 +1,10 @@
 """Train the candidate model, calibrate it, evaluate it once on the test window next to two references.
 
+Training sets hold rows at several ages (`age_hours`, the prediction time minus created_at), weighted so
+that each issue counts once (`sample_weight`); the test metrics are reported over all rows and per age
+(`metrics_by_age`). Age 0 (the moment an issue is opened)
+is the setting earlier models were trained and judged in, so the blocking check and promotion use it.
+
 The booster trains on the `train` split and early-stops on `validation`; it is then cut to its best
 round so the saved model is exactly the one evaluated. Calibration (Platt or isotonic) is fitted on
 validation only if it lowers validation log loss when judged honestly: out-of-fold over 5
@@ -21,7 +26,7 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from issue_assets.modeling.evaluation import EPS, evaluate
+from issue_assets.modeling.evaluation import EPS, age_key, evaluate, evaluate_by_age
 from issue_assets.modeling.params import booster_params
 from issue_assets.modeling.plots import calibration_png, importance_png, pr_png, roc_png
 
@@ -237,7 +242,8 @@ class TrainingConfig:
 @dataclass
 class TrainingResult:
     model: TrainedModel
-    metrics: dict[str, Any]  # test window, calibrated model
+    metrics: dict[str, Any]  # test window (all ages), calibrated model
+    metrics_by_age: dict[str, dict[str, Any]]  # the same per age ("0", "6", ...); {} without age_hours
     validation_metrics: dict[str, Any]
     reference_metrics: dict[str, dict[str, Any]]  # "base_rate", "older_projects"
     calibration: dict[str, Any]
@@ -248,6 +254,11 @@ class TrainingResult:
     best_iteration: int
     fingerprint: str
 
+    @property
+    def age0_metrics(self) -> dict[str, Any]:
+        """Test metrics of the rows at age 0 (all rows when the set has no ages): the blocking check's."""
+        return self.metrics_by_age.get(age_key(0), self.metrics)
+
     def metadata(self, as_of: str | None = None, feature_registry_version: str | None = None) -> dict[str, Any]:
         """The JSON-ready description the registry stores next to the model."""
         return {
@@ -257,6 +268,7 @@ class TrainingResult:
             "params": self.params,
             "best_iteration": self.best_iteration,
             "metrics": self.metrics,
+            "metrics_by_age": self.metrics_by_age,
             "validation_metrics": self.validation_metrics,
             "reference_metrics": self.reference_metrics,
             "calibration": self.calibration,
@@ -269,8 +281,9 @@ class TrainingResult:
 
 def training_set_fingerprint(df: pd.DataFrame, feature_names: list[str]) -> str:
     """sha256 over the identifying, label, split and feature columns (row order independent)."""
-    cols = [c for c in ["repo", "id", "created_at", LABEL, "split", *sorted(feature_names)] if c in df.columns]
-    frame = df[cols].sort_values([c for c in ["repo", "id", "created_at"] if c in cols], kind="stable")
+    cols = [c for c in ["repo", "id", "age_hours", "created_at", LABEL, "split", "sample_weight", *sorted(feature_names)]
+            if c in df.columns]
+    frame = df[cols].sort_values([c for c in ["repo", "id", "age_hours", "created_at"] if c in cols], kind="stable")
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     digest = hashlib.sha256(hashed.tobytes())
     digest.update(json.dumps(cols).encode())
@@ -288,6 +301,11 @@ def _window(part: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _weights(part: pd.DataFrame) -> np.ndarray | None:
+    """The training set's row weights (each issue counts once over its ages), if it has them."""
+    return part["sample_weight"].to_numpy(dtype=np.float32) if "sample_weight" in part else None
+
+
 def fit_booster(
     train: pd.DataFrame, valid: pd.DataFrame, feature_names: list[str], params: dict[str, Any] | None,
     config: TrainingConfig,
@@ -295,9 +313,9 @@ def fit_booster(
     """Train with early stopping on `valid`; return the booster cut to its best round and that round."""
     full = booster_params(params, nthread=config.nthread, seed=config.seed)
     dtrain = xgb.DMatrix(train[feature_names].to_numpy(dtype=np.float32), label=train[LABEL].to_numpy(),
-                         feature_names=feature_names)
+                         weight=_weights(train), feature_names=feature_names)
     dvalid = xgb.DMatrix(valid[feature_names].to_numpy(dtype=np.float32), label=valid[LABEL].to_numpy(),
-                         feature_names=feature_names)
+                         weight=_weights(valid), feature_names=feature_names)
     booster = xgb.train(
         full, dtrain, num_boost_round=config.max_boost_round, evals=[(dvalid, "validation")],
         early_stopping_rounds=config.early_stopping_rounds, verbose_eval=False,
@@ -343,6 +361,8 @@ def train_and_evaluate(
     proba = model.predict_proba(test)
     raw_test = model.predict_raw(test)
     metrics = evaluate(y_test, proba, config.threshold, config.top_k_fraction)
+    by_age = evaluate_by_age(y_test, proba, test["age_hours"], config.threshold, config.top_k_fraction) \
+        if "age_hours" in test else {}
     calibration["test_log_loss_raw"] = evaluate(y_test, raw_test, config.threshold)["log_loss"]
     validation_metrics = evaluate(valid[LABEL].to_numpy(), model.predict_proba(valid), config.threshold,
                                   config.top_k_fraction)
@@ -380,6 +400,7 @@ def train_and_evaluate(
     return TrainingResult(
         model=model,
         metrics=metrics,
+        metrics_by_age=by_age,
         validation_metrics=validation_metrics,
         reference_metrics=references,
         calibration=calibration,

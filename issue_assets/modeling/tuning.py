@@ -45,6 +45,7 @@ import xgboost as xgb
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from issue_assets import config
 from issue_assets.modeling.params import SEARCH_SPACE, booster_params, default_nthread, suggest_params
 from issue_assets.modeling.plots import history_png
 
@@ -129,7 +130,8 @@ def study_name_for(as_of: str | date | datetime, prefix: str = STUDY_PREFIX) -> 
 
 def default_storage_url(home: str | Path | None = None) -> str:
     """sqlite:///<home>/optuna.db, home = ISSUE_ASSETS_HOME (default ./data); the folder is created."""
-    root = Path(home or os.environ.get("ISSUE_ASSETS_HOME", "data")).expanduser().resolve()
+    root = Path(home) if home else config.home()
+    root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'optuna.db'}"
 
@@ -213,10 +215,11 @@ def forward_chaining_folds(df: pd.DataFrame, n_folds: int) -> list[tuple[np.ndar
 def _fold_matrices(df: pd.DataFrame, feature_names: list[str], folds) -> list[tuple[xgb.DMatrix, xgb.DMatrix]]:
     x = df[feature_names].to_numpy(dtype=np.float32)
     y = df[LABEL].to_numpy(dtype=np.float32)
+    w = df["sample_weight"].to_numpy(dtype=np.float32) if "sample_weight" in df else None  # one issue, weight 1
     return [
         (
-            xgb.DMatrix(x[tr], label=y[tr], feature_names=feature_names),
-            xgb.DMatrix(x[va], label=y[va], feature_names=feature_names),
+            xgb.DMatrix(x[tr], label=y[tr], weight=None if w is None else w[tr], feature_names=feature_names),
+            xgb.DMatrix(x[va], label=y[va], weight=None if w is None else w[va], feature_names=feature_names),
         )
         for tr, va in folds
     ]
@@ -335,7 +338,8 @@ def tune(
     missing = [c for c in [*feature_names, LABEL, "created_at", "label_known_at", "split"] if c not in df.columns]
     if missing:
         raise ValueError(f"training set lacks columns {missing}")
-    frame = df.loc[df["split"] != "test", [*feature_names, LABEL, "created_at", "label_known_at"]]
+    frame = df.loc[df["split"] != "test", [*feature_names, LABEL, "created_at", "label_known_at",
+                                           *(["sample_weight"] if "sample_weight" in df else [])]]
     frame = frame.reset_index(drop=True)
     url = storage or default_storage_url(home)
     name = study_name_for(as_of, config.study_prefix)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import re
 import subprocess
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 import issue_assets
+from issue_assets import config
 from issue_assets.lake.store import KeyNotFound, LocalStore, ObjectStore, StoreError, open_store
 from issue_assets.modeling.training import TrainedModel
 
@@ -498,7 +498,8 @@ class _HistoryLag(RegistryError):
 
 def default_registry(env: Mapping[str, str] | None = None, s3_client=None) -> ModelRegistry:
     """MODEL_STORE (e.g. s3://bucket/prefix) if set, else LocalStore(ISSUE_ASSETS_HOME/registry)."""
-    env = os.environ if env is None else env
+    if env is None:
+        return ModelRegistry(open_store(config.model_store_uri(), s3_client=s3_client))
     uri = env.get("MODEL_STORE")
     if uri:
         return ModelRegistry(open_store(uri, s3_client=s3_client))

@@ -27,9 +27,7 @@ class Metrics:
         self._latency: dict[tuple[str, str], list] = {}  # (method, route) -> [bucket counts..., sum, count]
         self.model_version: str | None = None
         self.model_swaps = 0
-        self.predictions = 0
-        self.fast_path = 0  # POST /predict requests answered by fast.predict_fast
-        self.general_path = 0  # ... and by the general (DataFrame) path
+        self.predictions = {"scored": 0, "decided": 0}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -42,9 +40,10 @@ class Metrics:
             hist[-2] += seconds
             hist[-1] += 1
 
-    def count_predictions(self, n: int) -> None:
+    def count_predictions(self, n: int, decided: int = 0) -> None:
         with self._lock:
-            self.predictions += n
+            self.predictions["scored"] += n - decided
+            self.predictions["decided"] += decided
 
     def render(self) -> str:
         with self._lock:
@@ -79,12 +78,9 @@ class Metrics:
                 "# HELP issue_assets_model_swaps_total Champion changes picked up without a restart.",
                 "# TYPE issue_assets_model_swaps_total counter",
                 f"issue_assets_model_swaps_total {self.model_swaps}",
-                "# HELP issue_assets_predictions_total Issues scored by the service.",
+                "# HELP issue_assets_predictions_total Issues answered by the service: scored (a probability) or "
+                "decided (outcome already known).",
                 "# TYPE issue_assets_predictions_total counter",
-                f"issue_assets_predictions_total {self.predictions}",
-                "# HELP issue_assets_predict_requests_total POST /predict requests that reached scoring, by path.",
-                "# TYPE issue_assets_predict_requests_total counter",
-                f'issue_assets_predict_requests_total{{path="fast"}} {self.fast_path}',
-                f'issue_assets_predict_requests_total{{path="general"}} {self.general_path}',
+                *(f"issue_assets_predictions_total{_labels(status=k)} {v}" for k, v in self.predictions.items()),
             ]
         return "\n".join(lines) + "\n"

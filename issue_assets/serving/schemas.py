@@ -7,13 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from issue_assets.features.catalog import PREDICTION_MEANING
+
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+INT64_MAX = 2**63 - 1
 
 
 class GitHubUser(BaseModel):
     model_config = ConfigDict(extra="allow")
     login: StrictStr | None = None
-    id: StrictInt | None = None
+    id: StrictInt | None = Field(None, ge=-INT64_MAX, le=INT64_MAX)
     type: StrictStr | None = None
 
 
@@ -26,8 +29,8 @@ class GitHubIssue(BaseModel):
     """An issue as GitHub's REST API returns it; fields the model does not read are accepted and kept."""
 
     model_config = ConfigDict(extra="allow")
-    id: StrictInt = Field(gt=0, description="GitHub's issue id")
-    number: StrictInt = Field(gt=0, description="The issue number in its repository")
+    id: StrictInt = Field(gt=0, le=INT64_MAX, description="GitHub's issue id")
+    number: StrictInt = Field(gt=0, le=INT64_MAX, description="The issue number in its repository")
     created_at: datetime = Field(description="ISO 8601; without an offset it is read as UTC")
     title: StrictStr = ""
     body: StrictStr | None = None
@@ -47,8 +50,9 @@ class PredictRequest(BaseModel):
     issue: GitHubIssue | None = Field(None, description="one issue (give this or `issues`)")
     issues: list[GitHubIssue] | None = Field(None, description="several issues (give this or `issue`)")
     scoring_time: datetime | None = Field(
-        None, description="prediction time (default: now, or the newest created_at if that is later)")
+        None, description="prediction time T (default: now); an issue created after it is refused (422)")
     top_k: StrictInt = Field(5, ge=0, le=50, description="contributions reported per issue")
+    include_features: StrictBool = Field(False, description="also return each scored issue's feature values")
 
     @model_validator(mode="after")
     def _one_of(self) -> PredictRequest:
@@ -74,13 +78,18 @@ class IssuePrediction(BaseModel):
     number: int
     title: str | None = None
     created_at: datetime
-    prediction_time: datetime
-    hours_observed: float | None = None
-    probability: float = Field(description="probability the issue is closed within 7 days of creation")
-    rank: int = Field(description="1 = most likely closed within 7 days, among the issues scored together")
+    status: str = Field(description="`scored`: still inside its 7-day window at the scoring time, has a "
+                                    "probability; `decided`: its outcome is already known, no probability")
+    closed_within_7d: bool | None = Field(None, description="the known outcome of a decided issue (null when scored)")
+    prediction_time: datetime | None = Field(None, description="t, the time the features are computed at (scored)")
+    hours_observed: float | None = Field(None, description="the issue's age at the scoring time, in hours")
+    probability: float | None = Field(None, description=PREDICTION_MEANING)
+    rank: int | None = Field(None, description="1 = most likely closed within 7 days, among the issues scored "
+                                               "together (null when decided)")
     model_version: str
     scoring_time: datetime
     top_contributions: list[Contribution]
+    features: dict[str, float | None] | None = Field(None, description="feature values (include_features)")
 
 
 class PredictResponse(BaseModel):

@@ -1,29 +1,30 @@
-"""The HTTP prediction service: FastAPI over the shared scoring path.
+"""The HTTP prediction service: FastAPI over the shared scoring path (`scoring.predict`).
 
 Routes: POST /predict; GET /repos/{owner}/{repo}/issues/{number}/prediction (fetched through the
 GitHub client); GET /repos/{owner}/{repo}/predictions[.csv]?days=N (the latest batch); GET /model;
 GET /healthz; GET /metrics (Prometheus text).
 
-Context: the repository's current issues/comments tables in the lake, prepared once per table
-version (re-checked at most every `reload_interval_s`) so a request for new issues only computes
-their rows. Model: the registry champion, hot-swapped by a watcher (see `champion.py`).
-POST /predict for up to 16 new issues is answered on the event loop by `fast.predict_fast` (arrays
-only, a few ms of CPU, the same bytes as the general path); anything else (batches, issues already in
-the lake, pull requests, errors) takes the general DataFrame path in the thread pool.
+Context: the repository's event store, the snapshot `issue_features` writes into the lake, loaded once
+per version (re-checked at most every `reload_interval_s`): a request costs lookups in it plus its own
+rows' features. Model: the registry champion, hot-swapped by a watcher (see `champion.py`). A request of
+up to 16 issues is answered on the event loop; larger ones and snapshot loads run in the thread pool.
+An issue still inside its 7-day window at the scoring time is scored at its current age; one whose
+outcome is known (closed by then, or past its window) is answered as decided, without a probability.
 Errors are JSON `{"detail": ...}`: 400 malformed JSON, 413 body or batch too large, 422 invalid
-fields, 404 unknown repository/issue/batch, 502 GitHub failure, 503 no champion yet.
+fields (an issue created after the scoring time, a pull request, the same id twice), 404 unknown
+repository/issue/batch, 502 GitHub failure, 503 no champion yet.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,16 +32,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from issue_assets import config
+from issue_assets.features.catalog import PREDICTION_MEANING
+from issue_assets.features.store import EventStore
+from issue_assets.features.table import load_snapshot
+from issue_assets.features.text import clean
+from issue_assets.features.text_score import period_start
 from issue_assets.github.client import GitHubClient, GitHubError, NotFoundError
-from issue_assets.github.normalize import issue_versions, issues_from_versions
-from issue_assets.ingest import layout
-from issue_assets.ingest.current import load_current
+from issue_assets.lake import keys
 from issue_assets.lake.store import KeyNotFound, ObjectStore, open_store
 from issue_assets.registry import ModelRegistry, default_registry
-from issue_assets.serving import text_rows
 from issue_assets.serving.champion import Champion, ChampionHolder
-from issue_assets.serving.fast import predict_fast, warm
-from issue_assets.serving.features import PreparedHistory, utc
 from issue_assets.serving.metrics import Metrics
 from issue_assets.serving.schemas import (
     BatchPredictionsResponse,
@@ -52,82 +53,118 @@ from issue_assets.serving.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from issue_assets.serving.scoring import (
-    contributions_of,
-    prediction_keys,
-    read_latest_predictions,
-    score_prepared,
-    to_csv_bytes,
-)
+from issue_assets.serving.scoring import predict, read_latest_predictions, records_of, to_csv_bytes
 
 log = logging.getLogger(__name__)
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 502, 503)}
 
 
-class RepositoryHistory:
-    """A repository's lake tables and their PreparedHistory, rebuilt when a current table changes."""
+class Snapshots:
+    """Each repository's event store, loaded from its lake snapshot and reloaded when that changes."""
 
     def __init__(self, store: ObjectStore, interval: float):
         self.store = store
         self.interval = interval
-        self._entries: dict[str, tuple[tuple, float, PreparedHistory | None]] = {}
+        self._entries: dict[str, tuple[str | None, float, EventStore | None]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def _token(self, repo: str) -> tuple:
-        return tuple(self.store.version(layout.current_key(kind, repo)) for kind in ("issues", "comments"))
+    def preload(self) -> list[str]:
+        """Load every snapshot the lake holds (at start-up, so no request pays for it); the repositories."""
+        repos = []
+        for key in self.store.list("features/"):
+            if key.endswith(".snapshot.npz"):
+                repo = key.removeprefix("features/").removesuffix(".snapshot.npz").replace("__", "/", 1)
+                try:
+                    if self.get(repo) is not None:
+                        repos.append(repo)
+                except Exception:  # a broken snapshot fails its repository's requests, not the service
+                    log.exception("loading the feature snapshot of %s failed", repo)
+        return repos
 
-    def peek(self, repo: str) -> PreparedHistory | None:
-        """The prepared history if it was checked within the interval (no I/O, never blocks); else None."""
+    def peek(self, repo: str) -> EventStore | None:
+        """The store if it was checked within the interval (no I/O, never blocks); else None."""
         entry = self._entries.get(repo)
         if entry is not None and time.monotonic() - entry[1] < self.interval:
             return entry[2]
         return None
 
-    def get(self, repo: str) -> PreparedHistory | None:
-        entry = self._entries.get(repo)
-        now = time.monotonic()
-        if entry is not None and now - entry[1] < self.interval:
-            return entry[2]
+    def get(self, repo: str) -> EventStore | None:
+        if (found := self.peek(repo)) is not None:
+            return found
         with self._guard:
             lock = self._locks.setdefault(repo, threading.Lock())
         with lock:
             entry = self._entries.get(repo)
             if entry is not None and time.monotonic() - entry[1] < self.interval:
                 return entry[2]
-            token = self._token(repo)
+            token = self.store.version(keys.feature_snapshot_key(repo))
             if entry is not None and entry[0] == token:
-                self._entries[repo] = (token, time.monotonic(), entry[2])
-                return entry[2]
-            issues = load_current(self.store, "issues", repo)
-            comments = load_current(self.store, "comments", repo)
-            prepared = PreparedHistory(issues, comments) if len(issues) else None
-            self._entries[repo] = (token, time.monotonic(), prepared)
-            return prepared
+                events = entry[2]
+            else:
+                try:
+                    events = load_snapshot(self.store, repo)
+                except KeyNotFound:
+                    events = None
+                if events is not None and events.scorer is not None:
+                    # the period of "now" is the one requests ask for: fitted here, not on a request
+                    now = to_us(datetime.now(UTC))
+                    events.scorer.model(int(period_start([now], events.scorer.config)[0]))
+            self._entries[repo] = (token, time.monotonic(), events)
+            return events
 
 
-def _issue_rows(items: list[dict], repo: str, scoring_time: pd.Timestamp) -> pd.DataFrame:
-    versions, rejects = issue_versions(items, repo, scoring_time)
-    if len(rejects):
-        reasons = "; ".join(f"issue {r['number'] or r['id']}: {r['reason']}" for _, r in rejects.iterrows())
-        raise HTTPException(422, f"issues that cannot be read: {reasons}")
-    return issues_from_versions(versions)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
-def _predictions(frame: pd.DataFrame, top_k: int) -> list[dict[str, Any]]:
-    out = []
-    for row in frame.to_dict(orient="records"):
-        out.append({
-            "repository": row["repo"], "id": int(row["id"]), "number": int(row["number"]),
-            "title": None if pd.isna(row.get("title")) else row.get("title"),
-            "created_at": row["created_at"].to_pydatetime(),
-            "prediction_time": row["prediction_time"].to_pydatetime(),
-            "hours_observed": None if pd.isna(row.get("hours_observed")) else float(row["hours_observed"]),
-            "probability": float(row["probability"]), "rank": int(row["rank"]),
-            "model_version": str(row["model_version"]), "scoring_time": row["scoring_time"].to_pydatetime(),
-            "top_contributions": contributions_of(row, top_k),
-        })
-    return out
+def to_us(dt: datetime) -> int:
+    """A request datetime as UTC microseconds (naive = UTC)."""
+    return ((dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt) - _EPOCH) // _ONE_US
+
+
+def request_columns(items: Sequence[GitHubIssue], repo: str) -> dict[str, np.ndarray]:
+    """Validated request issues as the raw columns `EventStore.rows` reads (what the lake would hold:
+    title/body None -> "", lone surrogates -> '?'; first seen: the stored time, else the request's arrival)."""
+    n = len(items)
+
+    def objects(values):
+        out = np.empty(n, dtype=object)
+        out[:] = values
+        return out
+
+    users = [i.user for i in items]
+    return {
+        "repo": objects([repo] * n), "id": np.array([i.id for i in items], dtype="int64"),
+        "number": np.array([i.number for i in items], dtype="int64"),
+        "title": objects([clean(i.title) for i in items]), "body": objects([clean(i.body) for i in items]),
+        "labels": objects(["[]"] * n), "refc": np.zeros(n),  # read by the reference columns only
+        "user_login": objects([clean(u.login) if u is not None and u.login is not None else None for u in users]),
+        "user_type": objects([u.type if u is not None else None for u in users]),
+        "user_id": np.array([u.id if u is not None and u.id is not None else np.nan for u in users], dtype="float64"),
+        "author_association": objects([i.author_association for i in items]),
+        "pr": np.zeros(n, dtype=bool),
+        "c": np.array([to_us(i.created_at) for i in items], dtype="float64"),
+        "cl": np.array([to_us(i.closed_at) if i.closed_at is not None else np.nan for i in items], dtype="float64"),
+        "fs": np.full(n, np.nan),
+    }
+
+
+def _check_items(items: Sequence[GitHubIssue], scoring_us: int, single: bool) -> None:
+    """422 naming the field: an issue created after the scoring time, a pull request, an id twice."""
+    seen: set[int] = set()
+    for k, item in enumerate(items):
+        where = "issue" if single else f"issues[{k}]"
+        if item.pull_request is not None:
+            raise HTTPException(422, f"{where}.pull_request: #{item.number} is a pull request; the model scores "
+                                     "issues")
+        if to_us(item.created_at) > scoring_us:
+            raise HTTPException(422, f"{where}.created_at: {item.created_at.isoformat()} is after the scoring time "
+                                     f"{(_EPOCH + scoring_us * _ONE_US).isoformat()} (issues created after the "
+                                     "scoring time cannot be scored)")
+        if item.id in seen:
+            raise HTTPException(422, f"{where}.id: issue id {item.id} appears more than once in `issues`")
+        seen.add(item.id)
 
 
 def _validation_message(errors: list[dict]) -> tuple[int, str]:
@@ -136,7 +173,8 @@ def _validation_message(errors: list[dict]) -> tuple[int, str]:
         return 400, f"request body is not valid JSON: {ctx.get('error', 'decode error')}"
     parts = []
     for e in errors[:20]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        loc = list(e.get("loc", ()))
+        where = ".".join(str(p) for p in (loc[1:] if loc[:1] == ["body"] else loc)) or "body"
         parts.append(f"{where}: {e.get('msg')}")
     return 422, "invalid request: " + "; ".join(parts)
 
@@ -216,16 +254,21 @@ class _BodyLimitAndMetrics:
 
 
 def _default_client_factory():
-    return GitHubClient(config.api_url(), os.environ.get("GITHUB_TOKEN") or None, max_retries=2, timeout=10.0)
+    return GitHubClient(config.api_url(), config.github_token(), max_retries=2, timeout=10.0)
+
+
+def warm(model) -> None:
+    """Score once off the request path: compiled contribution kernels load, the booster's tables are built."""
+    from issue_assets.serving.scoring import probabilities, top_contributions
+
+    X = np.zeros((1, len(model.feature_names)))
+    probabilities(model, X.astype(np.float32))
+    top_contributions(model, X, 1, nthread=1)
 
 
 def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_client_factory=None,
-               max_body_bytes: int = 1_000_000, max_batch: int = 1000, reload_interval_s: float = 2.0,
-               fast_path: bool = True) -> FastAPI:
-    """The prediction service over a registry (champion) and a lake (history, latest batches).
-
-    fast_path: answer POST /predict for a few new issues with `fast.predict_fast` (the same numbers;
-    False only to compare with the general path)."""
+               max_body_bytes: int = 1_000_000, max_batch: int = 1000, reload_interval_s: float = 2.0) -> FastAPI:
+    """The prediction service over a registry (champion) and a lake (feature snapshots, latest batches)."""
     metrics = Metrics()
     client_factory = github_client_factory or _default_client_factory
 
@@ -234,16 +277,15 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             metrics.model_swaps += 1
         metrics.model_version = champion.version
         log.info("serving model %s", champion.version)
-        if fast_path:  # in the watcher thread (at start: before serving); until then the general path answers
-            warm(champion.model)
+        warm(champion.model)  # in the watcher thread (at start: before serving)
 
     holder = ChampionHolder(registry, interval=reload_interval_s, on_swap=on_swap)
-    histories = RepositoryHistory(lake_store, reload_interval_s)
+    snapshots = Snapshots(lake_store, reload_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if fast_path:
-            await run_in_threadpool(text_rows.ready)  # its one-time self-check, before the first request
+        loaded = await run_in_threadpool(snapshots.preload)
+        log.info("feature snapshots loaded: %s", ", ".join(loaded) or "none")
         holder.start()
         try:
             yield
@@ -252,13 +294,14 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
 
     app = FastAPI(
         title="issue-assets prediction service",
-        description="Probability that a newly opened GitHub issue is closed within 7 days.",
-        version="1",
+        description="Probability that an open GitHub issue is closed within 7 days of its creation. "
+                    + PREDICTION_MEANING,
+        version="2",
         lifespan=lifespan,
     )
     app.state.holder = holder
     app.state.metrics = metrics
-    app.state.histories = histories
+    app.state.snapshots = snapshots
     app.add_middleware(_BodyLimitAndMetrics, metrics=metrics, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -281,75 +324,61 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             raise HTTPException(503, f"no champion model to predict with: {reason}")
         return current
 
-    def history(repo: str) -> PreparedHistory:
+    def history(repo: str) -> EventStore:
         try:
-            layout.check_repo(repo)
+            keys.check_repo(repo)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        prepared = histories.get(repo)
-        if prepared is None:
-            raise HTTPException(404, f"repository {repo} has no issues in the lake "
-                                     f"({layout.current_key('issues', repo)}); ingest it first")
-        return prepared
+        events = snapshots.get(repo)
+        if events is None:
+            raise HTTPException(404, f"repository {repo} has no feature snapshot in the lake "
+                                     f"({keys.feature_snapshot_key(repo)}); ingest it first (then issue_features "
+                                     "writes it)")
+        return events
 
-    def score(current: Champion, prepared: PreparedHistory, targets: pd.DataFrame, scoring_time, top_k: int):
-        try:
-            frame = score_prepared(current.model, current.version, prepared, targets, scoring_time, top_k, nthread=1)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-        metrics.count_predictions(len(frame))
-        return frame
+    def answer(current: Champion, events: EventStore, items: Sequence[GitHubIssue], repo: str, scoring_us: int,
+               top_k: int, with_features: bool) -> list[dict]:
+        _check_items(items, scoring_us, single=False)
+        predictions = predict(current.model, current.version, events, request_columns(items, repo), scoring_us,
+                              top_k, observed_us=to_us(datetime.now(UTC)), with_features=with_features, nthread=1)
+        metrics.count_predictions(len(predictions), int(predictions.decided.sum()))
+        return predictions.records()
 
-    def predict_general(request: PredictRequest, current: Champion, prepared: PreparedHistory) -> dict:
+    def predict_request(request: PredictRequest, current: Champion, events: EventStore, scoring_us: int) -> dict:
         items = request.items()
-        newest = max(utc(i.created_at) for i in items)
-        if request.scoring_time is not None:
-            scoring_time = utc(request.scoring_time)
-        else:
-            scoring_time = max(pd.Timestamp.now(tz="UTC"), newest)
-        dump = [i.model_dump(mode="json") for i in items]
-        targets = _issue_rows(dump, request.repository, scoring_time)
-        if targets.duplicated(["id"]).any():
-            raise HTTPException(422, "the same issue id appears more than once in `issues`")
-        frame = score(current, prepared, targets, scoring_time, request.top_k)
-        return {"model_version": current.version, "scoring_time": scoring_time.to_pydatetime(),
-                "count": len(frame), "predictions": _predictions(frame, request.top_k)}
+        if request.issue is not None:
+            _check_items(items, scoring_us, single=True)
+        records = answer(current, events, items, request.repository, scoring_us, request.top_k,
+                         request.include_features)
+        return {"model_version": current.version, "scoring_time": _EPOCH + scoring_us * _ONE_US,
+                "count": len(records), "predictions": records}
 
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
-    async def predict(request: PredictRequest) -> dict:
-        """Score one issue (`issue`) or several (`issues`) in GitHub's JSON shape."""
-        # async: a few new issues are answered on the event loop in a few ms of CPU (fast.predict_fast),
-        # without two thread-pool hops; anything that may block (a history reload, a batch, the general
-        # path) runs in the thread pool.
+    async def predict_route(request: PredictRequest) -> dict:
+        """Score one issue (`issue`) or several (`issues`) in GitHub's JSON shape at the scoring time."""
+        # async: a few issues cost about a millisecond of CPU, answered on the event loop without thread-pool
+        # hops; a snapshot (re)load or a large batch runs in the thread pool.
         items = request.items()
         if len(items) > max_batch:
             raise HTTPException(413, f"batch of {len(items)} issues exceeds max_batch={max_batch}")
         current = champion()
-        prepared = histories.peek(request.repository)
-        if prepared is None:
-            prepared = await run_in_threadpool(history, request.repository)
-        if fast_path:
-            try:
-                answer = predict_fast(current.model, current.version, prepared, request.repository, items,
-                                      request.scoring_time, request.top_k)
-            except Exception:  # a bug here must not fail a request the general path can answer
-                log.exception("fast path failed; answering with the general path")
-                answer = None
-            if answer is not None:
-                metrics.count_predictions(answer["count"])
-                metrics.fast_path += 1
-                return answer
-        metrics.general_path += 1
-        return await run_in_threadpool(predict_general, request, current, prepared)
+        scoring_us = to_us(request.scoring_time or datetime.now(UTC))
+        events = snapshots.peek(request.repository)
+        if events is None or len(items) > 16:
+            if events is None:
+                events = await run_in_threadpool(history, request.repository)
+            return await run_in_threadpool(predict_request, request, current, events, scoring_us)
+        return predict_request(request, current, events, scoring_us)
 
     @app.get("/repos/{owner}/{repo}/issues/{number}/prediction", response_model=IssuePrediction, responses=ERRORS)
-    def fetched_issue_prediction(owner: str, repo: str, number: int, top_k: int = Query(5, ge=0, le=50)) -> dict:
-        """Fetch the issue through the GitHub API (GITHUB_API_URL), then score it now."""
+    def fetched_issue_prediction(owner: str, repo: str, number: int, top_k: int = Query(5, ge=0, le=50),
+                                 include_features: bool = False) -> dict:
+        """Fetch the issue through the GitHub API (GITHUB_API_URL), then score it now (or report it decided)."""
         full = f"{owner}/{repo}"
         if number <= 0:
             raise HTTPException(422, f"issue number must be positive, got {number}")
         current = champion()
-        prepared = history(full)
+        events = history(full)
         try:
             client = client_factory()
             try:
@@ -368,46 +397,36 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             parsed = GitHubIssue.model_validate(item)
         except ValueError as exc:
             raise HTTPException(502, f"GitHub's answer for {full}#{number} is not a usable issue: {exc}") from None
-        scoring_time = max(pd.Timestamp.now(tz="UTC"), utc(parsed.created_at))
-        targets = _issue_rows([item], full, scoring_time)
-        known = prepared.history_issues
-        if len(known):
-            seen = known.loc[known["id"] == int(item["id"]), "first_seen_at"]
-            if len(seen) and pd.notna(seen.iloc[0]):
-                targets["first_seen_at"] = min(utc(seen.iloc[0]), scoring_time)
-        frame = score(current, prepared, targets, scoring_time, top_k)
-        return _predictions(frame, top_k)[0]
+        scoring_us = max(to_us(datetime.now(UTC)), to_us(parsed.created_at))  # GitHub's clock may run ahead
+        return answer(current, events, [parsed], full, scoring_us, top_k, include_features)[0]
 
     def latest_batch(owner: str, repo: str, days: float | None) -> tuple[str, pd.DataFrame]:
         full = f"{owner}/{repo}"
         try:
-            layout.check_repo(full)
+            keys.check_repo(full)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         frame = read_latest_predictions(lake_store, full)
         if frame is None:
             raise HTTPException(404, f"no prediction batch for {full} yet "
-                                     f"({prediction_keys(full, datetime.now(UTC))['parquet_latest']})")
+                                     f"({keys.prediction_keys(full, 'latest')['parquet_latest']})")
         if days is not None and len(frame):
             since = frame["scoring_time"].max() - pd.Timedelta(days=days)
             frame = frame.loc[frame["created_at"] >= since].reset_index(drop=True)
         return full, frame
-
-    def top_k_of(frame: pd.DataFrame) -> int:
-        return sum(1 for c in frame.columns if c.startswith("contrib_") and c.endswith("_feature"))
 
     days_query = Query(None, gt=0, le=3650, description="only issues created in the N days before the batch's "
                                                         "scoring time")
 
     @app.get("/repos/{owner}/{repo}/predictions", response_model=BatchPredictionsResponse, responses=ERRORS)
     def batch_predictions(owner: str, repo: str, days: float | None = days_query) -> dict:
-        """The latest batch written by the open_issue_predictions job, ranked."""
+        """The latest batch written by the open_issue_predictions job: scored issues by rank, then decided ones."""
         full, frame = latest_batch(owner, repo, days)
         return {
             "repository": full,
             "scoring_time": frame["scoring_time"].max().to_pydatetime() if len(frame) else None,
             "model_versions": sorted(frame["model_version"].dropna().unique().tolist()),
-            "days": days, "count": len(frame), "predictions": _predictions(frame, top_k_of(frame)),
+            "days": days, "count": len(frame), "predictions": records_of(frame),
         }
 
     @app.get("/repos/{owner}/{repo}/predictions.csv", response_class=PlainTextResponse,
@@ -417,8 +436,8 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
         full = f"{owner}/{repo}"
         if days is None:
             try:
-                layout.check_repo(full)
-                data = lake_store.get_bytes(prediction_keys(full, datetime.now(UTC))["csv_latest"])
+                keys.check_repo(full)
+                data = lake_store.get_bytes(keys.prediction_keys(full, "latest")["csv_latest"])
             except ValueError as exc:
                 raise HTTPException(422, str(exc)) from None
             except KeyNotFound:

@@ -3,13 +3,16 @@
 Public API:
     build_training_set(features: DataFrame, cutoff: Timestamp, *, validation_fraction: float = 0.15,
                        test_fraction: float = 0.2) -> tuple[DataFrame, dict]
-        Rows whose label is known at the cutoff (label_known_at <= cutoff), any repos, with a `split`
-        column: train / validation / test ordered by created_at (test = most recent, validation just
-        before). The dict holds the cutoff, split boundaries (first/last created_at), row counts and
-        label rates per split, and the feature registry version.
+        Rows (every age) of the issues whose label is known at the cutoff (label_known_at <= cutoff), any
+        repos, with a `split` column: the issues ordered by (created_at, repo, id) are cut into train /
+        validation / test (test = the most recent `test_fraction` of the issues, validation just before),
+        so all rows of one issue fall in one split. `sample_weight` = 1 / (the issue's rows): each issue
+        counts once in training, however long it stayed open (measured: rust age-0 test ROC AUC +0.013,
+        matomo +0.003 over unweighted rows, BENCHMARKS.md). The dict holds the cutoff, split boundaries (first/last
+        created_at), row and issue counts, label rates, rows per age, and the feature catalog version.
     Checks, each -> tuple[bool, dict]:
     check_schema(frame, feature_names=FEATURE_NAMES)
-    check_unique_ids(frame)                                   no duplicate id within a repository
+    check_unique_ids(frame)                                   no (repo, id, age) twice
     check_null_rates(frame, max_null_rate=NULL_RATE_BOUNDS, default_max=0.0)
     check_label_rate(frame, low=0.05, high=0.95, previous=None, max_drift=0.15)
     check_labels_known(frame, cutoff)                         no row whose label is unknown at the cutoff
@@ -21,13 +24,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from issue_assets.features.compute import LABEL_COLUMNS, OUTPUT_KEY_COLUMNS
-from issue_assets.features.registry import (
+from issue_assets.features.catalog import (
     ALLOWED_AVAILABILITY,
     FEATURE_NAMES,
     FEATURES_BY_NAME,
     feature_registry_version,
 )
+from issue_assets.features.compute import LABEL_COLUMNS, OUTPUT_KEY_COLUMNS
 
 LABEL = "closed_within_7d"
 
@@ -53,6 +56,7 @@ def _utc(ts) -> pd.Timestamp:
 def _summary(part: pd.DataFrame) -> dict:
     return {
         "rows": int(len(part)),
+        "issues": int((part["age_hours"] == 0).sum()),
         "label_rate": float(part[LABEL].astype("float64").mean()) if len(part) else None,
         "first_created_at": part["created_at"].min().isoformat() if len(part) else None,
         "last_created_at": part["created_at"].max().isoformat() if len(part) else None,
@@ -66,17 +70,26 @@ def build_training_set(features: pd.DataFrame, cutoff, *, validation_fraction: f
         raise ValueError("validation_fraction and test_fraction must be in [0, 1) and sum below 1")
     cutoff = _utc(cutoff)
     known = features["label_known_at"].notna() & (features["label_known_at"] <= cutoff) & features[LABEL].notna()
-    rows = features.loc[known].sort_values(["created_at", "repo", "id"], kind="stable").reset_index(drop=True)
-    n = len(rows)
+    rows = features.loc[known].sort_values(["created_at", "repo", "id", "age_hours"], kind="stable")
+    rows = rows.reset_index(drop=True)
+    # Split on issue boundaries: the k-th issue in (created_at, repo, id) order is issue[k].
+    first_of_issue = np.r_[True, (rows["id"].to_numpy()[1:] != rows["id"].to_numpy()[:-1])
+                           | (rows["repo"].to_numpy(dtype=object)[1:] != rows["repo"].to_numpy(dtype=object)[:-1])] \
+        if len(rows) else np.zeros(0, bool)
+    issue = np.cumsum(first_of_issue) - 1
+    n = int(first_of_issue.sum())
     n_test = int(round(n * test_fraction))
     n_val = int(round(n * validation_fraction))
-    split = np.full(n, "train", dtype=object)
-    split[n - n_test:] = "test"
-    split[n - n_test - n_val:n - n_test] = "validation"
+    split = np.full(len(rows), "train", dtype=object)
+    split[issue >= n - n_test - n_val] = "validation"
+    split[issue >= n - n_test] = "test"
     rows["split"] = pd.Series(split, dtype="string")
+    rows["sample_weight"] = 1.0 / np.bincount(issue)[issue] if len(rows) else np.zeros(0)
     info = {
         "cutoff": cutoff.isoformat(),
-        "rows": n,
+        "rows": int(len(rows)),
+        "issues": n,
+        "rows_per_age": {f"{a:g}": int(k) for a, k in rows["age_hours"].value_counts().sort_index().items()},
         "label_rate": float(rows[LABEL].astype("float64").mean()) if n else None,
         "feature_registry_version": feature_registry_version(),
         "splits": {name: _summary(rows.loc[rows["split"] == name]) for name in ("train", "validation", "test")},
@@ -88,6 +101,8 @@ def check_schema(frame: pd.DataFrame, feature_names: list[str] = FEATURE_NAMES) 
     expected = OUTPUT_KEY_COLUMNS + list(feature_names) + LABEL_COLUMNS
     missing = [c for c in expected if c not in frame.columns]
     problems = {}
+    if "age_hours" in frame and not pd.api.types.is_float_dtype(frame["age_hours"].dtype):
+        problems["age_hours"] = str(frame["age_hours"].dtype)
     for col in ("created_at", "prediction_time", "label_known_at"):
         if col in frame and str(frame[col].dtype) != "datetime64[us, UTC]":
             problems[col] = str(frame[col].dtype)
@@ -102,10 +117,10 @@ def check_schema(frame: pd.DataFrame, feature_names: list[str] = FEATURE_NAMES) 
 
 
 def check_unique_ids(frame: pd.DataFrame) -> tuple[bool, dict]:
-    dup = frame.duplicated(["repo", "id"], keep=False)
-    examples = frame.loc[dup, ["repo", "id"]].drop_duplicates().head(10)
+    dup = frame.duplicated(["repo", "id", "age_hours"], keep=False)
+    examples = frame.loc[dup, ["repo", "id", "age_hours"]].drop_duplicates().head(10)
     return not dup.any(), {"duplicate_rows": int(dup.sum()),
-                           "examples": [f"{r}#{i}" for r, i in examples.itertuples(index=False)]}
+                           "examples": [f"{r}#{i}@{a:g}h" for r, i, a in examples.itertuples(index=False)]}
 
 
 def check_null_rates(frame: pd.DataFrame, max_null_rate: dict[str, float] | None = None,

@@ -1,7 +1,9 @@
-"""The one list of features: names, meaning, group and when each becomes knowable.
+"""The catalog of features: names, meaning, group and when each becomes knowable.
 
 The model, the docs and the tests read this list; a column the feature code computes but this list
-does not name (or the reverse) fails the registry test.
+does not name (or the reverse) fails the catalog test. Every feature is computed at a prediction time t
+in [created_at, created_at + 7 days); the model's probability at t means P(the issue is closed within
+7 days of its creation | it is still open at t) (`PREDICTION_MEANING`).
 
 Public API:
     Feature(name: str, description: str, group: str, availability: str)
@@ -12,6 +14,7 @@ Public API:
     ALLOWED_AVAILABILITY: frozenset[str]     availabilities that are known at the prediction time
     feature_registry_version() -> str        stable 12-hex-digit hash of names + descriptions
     features_markdown(include_reference: bool = True) -> str
+    PREDICTION_MEANING: str                  what a probability means (README, docs, the service)
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ FEATURES: tuple[Feature, ...] = tuple(
         ("created_dow", "day of week of creation (UTC, Monday=0)"),
     ])
     + _f("activity", PREDICTION_TIME, [
-        ("hours_observed", "hours between creation and the prediction time"),
+        ("hours_observed", "the row's age: hours between creation and the prediction time t (training rows at "
+                           "0, 6, 24 and 72 h; the service at the issue's current age)"),
         ("comments_so_far", "comments on the issue up to t"),
         ("participants_so_far", "distinct commenters other than the author up to t"),
         ("author_comments_so_far", "the author's own comments on the issue up to t"),
@@ -136,6 +140,13 @@ REFERENCE_FEATURES: tuple[Feature, ...] = tuple(_f("reference", SNAPSHOT, [
     ("ref_hour", "hour of creation (UTC)"),
     ("ref_comment_count", "comment count at snapshot time (leaks: fast closes have few comments)"),
 ]))
+
+PREDICTION_MEANING = (
+    "A probability is P(the issue is closed within 7 days of its creation | it is still open at the prediction "
+    "time t), for t in [created_at, created_at + 7 days); `hours_observed` is the issue's age at t. An issue "
+    "closed by t, or still open at created_at + 7 days, is decided: its outcome is known and it gets no "
+    "probability."
+)
 
 FEATURE_NAMES: list[str] = [f.name for f in FEATURES]
 REFERENCE_NAMES: list[str] = [f.name for f in REFERENCE_FEATURES]

@@ -1,0 +1,65 @@
+"""Where the derived tables live in the lake: features, training sets, tuning, candidates, predictions.
+
+Keys only; every reader and writer goes through these (the raw log, current state and sync state keys are
+the ingestion's, in `issue_assets.ingest.layout`).
+"""
+
+from __future__ import annotations
+
+import re
+
+REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def check_repo(repo: str) -> str:
+    if not isinstance(repo, str) or not REPO_RE.match(repo) or repo.split("/")[1] in (".", ".."):
+        raise ValueError(f"repository must look like OWNER/NAME, got {repo!r}")
+    return repo
+
+
+def repo_slug(repo: str) -> str:
+    owner, name = check_repo(repo).split("/")
+    return f"{owner}__{name}"
+
+
+def features_key(repo: str) -> str:
+    return f"features/{repo_slug(repo)}.parquet"
+
+
+def features_inputs_key(repo: str, kind: str) -> str:
+    return f"features/{repo_slug(repo)}.inputs.{kind}.parquet"
+
+
+def feature_snapshot_key(repo: str) -> str:
+    """The event store the prediction service loads (`features.store.EventStore.to_bytes`)."""
+    return f"features/{repo_slug(repo)}.snapshot.npz"
+
+
+def training_set_key(as_of: str) -> str:
+    return f"training/{as_of}.parquet"
+
+
+def training_info_key(as_of: str) -> str:
+    return f"training/{as_of}.json"
+
+
+def tuning_key(as_of: str) -> str:
+    return f"tuning/{as_of}.json"
+
+
+def candidate_key(as_of: str) -> str:
+    return f"candidates/{as_of}.json"
+
+
+LATEST_CANDIDATE_KEY = "candidates/latest.json"
+
+
+def prediction_keys(repo: str, stamp: str) -> dict[str, str]:
+    """A prediction batch (`stamp` = its scoring time as YYYYMMDDTHHMMSSZ) and the `latest` copies."""
+    slug = repo_slug(repo)
+    return {
+        "parquet": f"predictions/{slug}/{stamp}.parquet",
+        "csv": f"predict_outputs/{slug}/{stamp}.csv",
+        "parquet_latest": f"predictions/{slug}/latest.parquet",
+        "csv_latest": f"predict_outputs/{slug}/latest.csv",
+    }
