@@ -11,6 +11,7 @@ from moto import mock_aws
 
 from issue_assets.lake.documents import read_json, update_json, write_json
 from issue_assets.lake.store import (
+    DamagedFile,
     KeyNotFound,
     LocalStore,
     S3Store,
@@ -190,11 +191,12 @@ def test_unreadable_parquet_and_json_name_the_key(store):
     store.put_bytes("tables/broken.parquet", b"PAR1 this is not parquet")
     with pytest.raises(StoreError) as info:
         read_parquet(store, "tables/broken.parquet")
-    assert "tables/broken.parquet" in str(info.value) and "not a readable parquet file" in str(info.value)
-    assert not isinstance(info.value, KeyNotFound)
+    assert str(info.value) == (f"lake file {store.uri}/tables/broken.parquet is damaged (not a whole parquet "
+                               "file: 24 bytes without both PAR1 marks); run `issue-assets repair`")
+    assert isinstance(info.value, DamagedFile) and not isinstance(info.value, KeyNotFound)
     store.put_bytes("state/broken.json", b"{not json")
-    with pytest.raises(StoreError, match="state/broken.json is not valid JSON"):
-        read_json(store, "state/broken.json")
+    with pytest.raises(DamagedFile, match=r"state/broken.json is damaged \(not valid JSON: .*\); run `x`$"):
+        read_json(store, "state/broken.json", remedy="x")
 
 
 def test_local_store_hides_temporary_files_and_lock_files(tmp_path):

@@ -1,9 +1,14 @@
 """Object stores: a local folder or an S3 prefix, with the same small interface.
 
 Every write is atomic: a local write goes to a temporary name in the same folder, is fsynced and
-renamed over the target; an S3 PUT is atomic by itself. `compare_and_put` gives optimistic
-concurrency (an flock-guarded compare locally, S3's conditional `If-Match`/`If-None-Match` writes
-remotely) so two writers racing on one pointer cannot both win.
+renamed over the target (and the folder fsynced); an S3 PUT is atomic by itself. `compare_and_put`
+gives optimistic concurrency (an flock-guarded compare locally, S3's conditional
+`If-Match`/`If-None-Match` writes remotely) so two writers racing on one object cannot both win.
+`get_versioned` returns an object's bytes with the version they are, for read-modify-CAS loops.
+
+Parquet files carry CRC32 page checksums and are read with them verified; a file that cannot be read
+back whole raises `DamagedFile`, which names the file and the way out. Every write passes through
+`faults.write_point`, the crash-test hook.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from issue_assets.lake import faults
+
+META_KEY = b"issue_assets"
 
 class StoreError(RuntimeError):
     """A store operation that failed; the message names the store and key."""
@@ -31,11 +40,22 @@ class KeyNotFound(StoreError, KeyError):
         return self.args[0] if self.args else ""
 
 
+class DamagedFile(StoreError):
+    """A stored file that cannot be read back as written: one line naming it, why, and the way out."""
+
+    def __init__(self, location: str, reason: str, remedy: str | None = None, *, what: str = "lake file"):
+        self.location = location
+        self.reason = reason
+        self.remedy = remedy or "issue-assets repair"
+        super().__init__(f"{what} {location} is damaged ({reason}); run `{self.remedy}`")
+
+
 class ObjectStore(Protocol):
     uri: str
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
+    def get_versioned(self, key: str) -> tuple[bytes, str]: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -63,6 +83,10 @@ class LocalStore:
         return self.root / _check_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        with faults.write_point("put", key):
+            self._write(key, data)
+
+    def _write(self, key: str, data: bytes) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -76,12 +100,20 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        _fsync_dir(target.parent)
 
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise KeyNotFound(f"{key} not found in {self.uri}") from None
+        except IsADirectoryError:
+            raise KeyNotFound(f"{key} not found in {self.uri} (a folder has that name)") from None
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The bytes and their version (content hash), from one read: they always belong together."""
+        data = self.get_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -100,7 +132,7 @@ class LocalStore:
         return sorted(out)
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with faults.write_point("delete", key), contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
 
     def version(self, key: str) -> str | None:
@@ -122,10 +154,10 @@ class LocalStore:
 
     def compare_and_put(self, key: str, data: bytes, expected_version: str | None) -> bool:
         """Write only if the key's current version is `expected_version` (None: the key must not exist)."""
-        with self.lock(key):
+        with faults.write_point("compare_and_put", key), self.lock(key):
             if self.version(key) != expected_version:
                 return False
-            self.put_bytes(key, data)
+            self._write(key, data)
             return True
 
 
@@ -152,14 +184,20 @@ class S3Store:
         return StoreError(f"S3 {code} for {self.uri}/{key}")
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-        except Exception as exc:  # botocore raises many types; name the key, never credentials
-            raise self._error(exc, key) from None
+        with faults.write_point("put", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            except Exception as exc:  # botocore raises many types; name the key, never credentials
+                raise self._error(exc, key) from None
 
     def get_bytes(self, key: str) -> bytes:
+        return self.get_versioned(key)[0]
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The bytes and the ETag of that very object (one GET): a CAS on the ETag fails if it changed."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
         except Exception as exc:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             if code in ("NoSuchKey", "404"):
@@ -182,10 +220,11 @@ class S3Store:
         return sorted(out)
 
     def delete(self, key: str) -> None:
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
-            raise self._error(exc, key) from None
+        with faults.write_point("delete", key):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            except Exception as exc:
+                raise self._error(exc, key) from None
 
     def version(self, key: str) -> str | None:
         try:
@@ -199,14 +238,15 @@ class S3Store:
     def compare_and_put(self, key: str, data: bytes, expected_version: str | None) -> bool:
         """S3 conditional write: If-None-Match: * to create, If-Match: ETag to replace."""
         kwargs = {"IfNoneMatch": "*"} if expected_version is None else {"IfMatch": expected_version}
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
-            return True
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-                return False
-            raise self._error(exc, key) from None
+        with faults.write_point("compare_and_put", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
+                return True
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404"):
+                    return False  # NoSuchKey: If-Match on an object deleted meanwhile
+                raise self._error(exc, key) from None
 
 
 def open_store(uri: str | Path, s3_client=None) -> ObjectStore:
@@ -224,20 +264,57 @@ def open_store(uri: str | Path, s3_client=None) -> ObjectStore:
     return LocalStore(text)
 
 
-def write_parquet(store: ObjectStore, key: str, df: pd.DataFrame) -> int:
-    """Write a DataFrame as one parquet object, atomically; returns bytes written."""
+def parquet_bytes(df: pd.DataFrame, metadata: dict | None = None) -> bytes:
+    """A DataFrame as parquet (zstd, CRC32 page checksums); its row count and `metadata` (JSON) ride in
+    the footer, so a reader can tell a whole file from a damaged one."""
     table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = json.dumps({**(metadata or {}), "rows": table.num_rows}, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: meta})
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue()
+    pq.write_table(table, buf, compression="zstd", write_page_checksum=True)
+    return buf.getvalue()
+
+
+def write_parquet(store: ObjectStore, key: str, df: pd.DataFrame, *, metadata: dict | None = None) -> int:
+    """Write a DataFrame as one parquet object, atomically; returns bytes written."""
+    data = parquet_bytes(df, metadata)
     store.put_bytes(key, data)
     return len(data)
 
 
-def read_parquet(store: ObjectStore, key: str, columns: list[str] | None = None) -> pd.DataFrame:
+def parse_parquet(data: bytes, location: str, columns: list[str] | None = None, *,
+                  remedy: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """(frame, footer metadata) of parquet bytes, every page checksum verified; DamagedFile otherwise."""
+    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise DamagedFile(location, f"not a whole parquet file: {len(data)} bytes without both PAR1 marks", remedy)
     try:
-        return pq.read_table(io.BytesIO(store.get_bytes(key)), columns=columns).to_pandas()
-    except KeyNotFound:
-        raise
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise StoreError(f"{store.uri}/{key} is not a readable parquet file ({exc})") from None
+        parquet = pq.ParquetFile(io.BytesIO(data), page_checksum_verification=True)
+        table = parquet.read(columns=columns)
+        meta_raw = (parquet.schema_arrow.metadata or {}).get(META_KEY)
+        meta = json.loads(meta_raw) if meta_raw else {}
+        frame = table.to_pandas()
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise DamagedFile(location, f"unreadable parquet: {reason}", remedy) from None
+    if "rows" in meta and int(meta["rows"]) != len(frame):
+        raise DamagedFile(location, f"{len(frame)} rows where its footer records {meta['rows']}", remedy)
+    return frame, meta
+
+
+def read_parquet(store: ObjectStore, key: str, columns: list[str] | None = None, *,
+                 remedy: str | None = None) -> pd.DataFrame:
+    return parse_parquet(store.get_bytes(key), f"{store.uri}/{key}", columns, remedy=remedy)[0]
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (the folder entry), not only the file's bytes."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
