@@ -53,7 +53,7 @@ def load_features(store: ObjectStore, repo: str, columns: list[str] | None = Non
     return read_parquet(store, layout.features_key(repo), columns, remedy=layout.repair_command(repo))
 
 
-def _stored(store: ObjectStore, repo: str) -> tuple[pd.DataFrame | None, dict, str | None, tuple | None]:
+def read_stored(store: ObjectStore, repo: str) -> tuple[pd.DataFrame | None, dict, str | None, tuple | None]:
     """(table, footer, version, input snapshots) as stored; Nones where there is nothing usable."""
     key, remedy = layout.features_key(repo), layout.repair_command(repo)
     try:
@@ -80,7 +80,7 @@ def refresh_features(store: ObjectStore, repo: str, *, full: bool = False) -> Fe
     key = layout.features_key(repo)
     for attempt in range(REFRESH_ATTEMPTS):
         try:
-            previous, meta, version, snaps = _stored(store, repo)
+            previous, meta, version, snaps = read_stored(store, repo)
         except DamagedFile:
             if not full:
                 raise

@@ -19,7 +19,7 @@ import pandas as pd
 
 from issue_assets.github.normalize import COMMENT_COLUMNS, ISSUE_COLUMNS, TS, issues_from_versions
 from issue_assets.ingest import layout
-from issue_assets.ingest.rawlog import RawLog, _Moved
+from issue_assets.ingest.rawlog import PartMoved, RawLog
 from issue_assets.lake.documents import backoff, read_json
 from issue_assets.lake.store import (
     DamagedFile,
@@ -49,7 +49,7 @@ class MergeResult:
         return asdict(self)
 
 
-def _read_current(store: ObjectStore, kind: str, repo: str) -> tuple[pd.DataFrame | None, dict, str | None]:
+def read_current(store: ObjectStore, kind: str, repo: str) -> tuple[pd.DataFrame | None, dict, str | None]:
     """(table, footer state, version) of the current table; (None, {}, None) when there is none."""
     key = layout.current_key(kind, repo)
     try:
@@ -67,7 +67,7 @@ def _read_current(store: ObjectStore, kind: str, repo: str) -> tuple[pd.DataFram
 def load_current(store: ObjectStore, kind: str, repo: str) -> pd.DataFrame:
     """The current table of a repository (empty, typed, if nothing was merged yet); verified on read."""
     layout.check_repo(repo)
-    frame = _read_current(store, kind, repo)[0]
+    frame = read_current(store, kind, repo)[0]
     return empty(kind) if frame is None else frame
 
 
@@ -105,7 +105,7 @@ def merge_current(store: ObjectStore, repo: str, kind: str, *, full: bool = Fals
         manifest = rawlog.manifest()
         top_seq, epoch = int(manifest["seq"]), manifest.get("epoch")
         try:
-            current, meta, version = _read_current(store, kind, repo)
+            current, meta, version = read_current(store, kind, repo)
         except DamagedFile:
             if not full:
                 raise
@@ -115,7 +115,7 @@ def merge_current(store: ObjectStore, repo: str, kind: str, *, full: bool = Fals
         months = sorted(m for m, e in manifest["months"].items() if int(e["seq"]) > merged_seq)
         try:
             frames = [rawlog.read_month(manifest, m) for m in months]
-        except _Moved:
+        except PartMoved:
             backoff(attempt)
             continue
         frames = [f for f in frames if f is not None and len(f)]

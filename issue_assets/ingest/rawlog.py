@@ -88,6 +88,14 @@ class RawLog:
     def manifest(self) -> dict:
         return self.read()[0]
 
+    def stored_format(self) -> int | None:
+        """The format of the manifest as stored (None: no manifest, 1: a lake written before parts)."""
+        try:
+            doc = parse_json(self.store.get_bytes(self.key), f"{self.store.uri}/{self.key}", self.remedy)
+        except KeyNotFound:
+            return None
+        return doc.get("format", 1) if isinstance(doc, dict) else None
+
     def _check_shape(self, doc) -> None:
         months = doc.get("months") if isinstance(doc, dict) else None
         ok = isinstance(months, dict) and all(isinstance(e, dict) and "rows" in e and "seq" in e
@@ -124,7 +132,7 @@ class RawLog:
         try:
             return self.part(entry)
         except KeyNotFound:
-            raise _Moved(entry["key"]) from None
+            raise PartMoved(entry["key"]) from None
 
     def rejects(self, doc: dict | None = None) -> pd.DataFrame | None:
         """Every rejected item of this kind, once each (None if there were none)."""
@@ -155,7 +163,7 @@ class RawLog:
                 doc = self._adopt_legacy(doc, work)
             try:
                 changed = change(doc, work)
-            except _Moved:  # a part we read was replaced by a newer commit meanwhile
+            except PartMoved:  # a part we read was replaced by a newer commit meanwhile
                 self._delete(work.written)
                 backoff(attempt)
                 continue
@@ -254,5 +262,5 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class _Moved(Exception):
+class PartMoved(Exception):
     """A part listed by the manifest read is gone: a newer commit replaced it."""

@@ -43,7 +43,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import re
 import secrets
@@ -58,7 +57,8 @@ import numpy as np
 import pandas as pd
 
 import issue_assets
-from issue_assets.lake.store import KeyNotFound, LocalStore, ObjectStore, StoreError, open_store
+from issue_assets import config
+from issue_assets.lake.store import KeyNotFound, ObjectStore, StoreError, open_store
 from issue_assets.modeling.training import TrainedModel
 
 if TYPE_CHECKING:
@@ -607,12 +607,7 @@ def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def default_registry(env: Mapping[str, str] | None = None, s3_client=None) -> ModelRegistry:
-    """The registry of the configuration: MODEL_STORE (e.g. s3://bucket/prefix, credentials from boto3's
-    default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role) if set, else
-    ISSUE_ASSETS_HOME/registry. What the CLI and the HTTP service open outside a Dagster run."""
-    env = os.environ if env is None else env
-    uri = env.get("MODEL_STORE")
-    if uri:
-        return ModelRegistry(open_store(uri, s3_client=s3_client))
-    home = Path(env.get("ISSUE_ASSETS_HOME") or "data").expanduser()
-    return ModelRegistry(LocalStore(home / "registry"))
+    """The registry of the configuration (`config.model_store_uri`): MODEL_STORE, e.g. s3://bucket/prefix,
+    with credentials from boto3's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an
+    instance role), else ISSUE_ASSETS_HOME/registry. What the CLI and the HTTP service open."""
+    return ModelRegistry(open_store(config.model_store_uri(env), s3_client=s3_client))
