@@ -12,16 +12,14 @@
 
 from __future__ import annotations
 
-import re
+from issue_assets.github.client import validate_repo
 
-REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 KINDS = ("issues", "comments")
 
 
 def check_repo(repo: str) -> str:
-    if not isinstance(repo, str) or not REPO_RE.match(repo) or repo.split("/")[1] in (".", ".."):
-        raise ValueError(f"repository must look like OWNER/NAME, got {repo!r}")
-    return repo
+    """`repo` if it is OWNER/NAME (the client's rule: neither part "." or ".."), else ValueError naming it."""
+    return validate_repo(repo)
 
 
 def repo_slug(repo: str) -> str:

@@ -85,12 +85,22 @@ def _pages(client, kind: str, repo: str, since: str | None, conditional: bool = 
     return client.iter_comment_pages(repo, since=since, conditional=conditional)
 
 
-def _fresh(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
-    """The versions of `new` that `old` does not hold, once each (the earliest observation kept)."""
-    if old is not None and len(old):
-        seen = pd.MultiIndex.from_frame(old[["id", "updated_at"]])
-        new = new.loc[~pd.MultiIndex.from_frame(new[["id", "updated_at"]]).isin(seen)]
-    return new.sort_values("fetched_at").drop_duplicates(["id", "updated_at"], keep="first")
+def merge_versions(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame | None, int]:
+    """(month part holding both, or None if `old` already holds everything; versions added). A version
+    seen twice keeps its earliest observation, whichever writer stored it first, so the log is the same
+    whatever order concurrent writers commit in."""
+    if old is None or not len(old):
+        merged = new.sort_values("fetched_at", kind="stable").drop_duplicates(["id", "updated_at"], keep="first")
+        return merged.sort_values(["updated_at", "id"], kind="stable").reset_index(drop=True), len(merged)
+    both = pd.concat([old, new], ignore_index=True).sort_values("fetched_at", kind="stable")
+    merged = both.drop_duplicates(["id", "updated_at"], keep="first")
+    merged = merged.sort_values(["updated_at", "id"], kind="stable").reset_index(drop=True)
+    added = len(merged) - len(old)
+    if not added:
+        same_order = old.sort_values(["updated_at", "id"], kind="stable")
+        if (same_order["fetched_at"].to_numpy() == merged["fetched_at"].to_numpy()).all():
+            return None, 0
+    return merged, added
 
 
 def _window_id(start: datetime | None, end: datetime | None) -> str:
@@ -137,15 +147,13 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
             outcome.clear()
             added, written = 0, []
             for month, versions in batches.items():
-                old = rawlog.read_month(doc, month)
-                fresh = _fresh(versions, old)
-                if fresh.empty:
+                merged, fresh = merge_versions(rawlog.read_month(doc, month), versions)
+                if merged is None:
                     continue
-                merged = pd.concat([old, fresh], ignore_index=True) if old is not None and len(old) else fresh
-                merged = merged.sort_values(["updated_at", "id"], kind="stable").reset_index(drop=True)
                 rawlog.put_month(doc, work, month, merged)
-                added += len(fresh)
-                written.append(month)
+                added += fresh
+                if fresh:
+                    written.append(month)
             rawlog.add_rejects(doc, work, rejects)
             rawlog.bump(doc)
             moved = False
