@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -29,7 +30,7 @@ from issue_assets.features.table import read_stored, refresh_features
 from issue_assets.ingest import layout
 from issue_assets.ingest.current import merge_current, read_current
 from issue_assets.ingest.rawlog import FORMAT, PART_RE, REJECTS_RE, Commit, RawLog, empty_manifest, new_epoch
-from issue_assets.ingest.sync import parse_time, sync_incremental
+from issue_assets.ingest.sync import parse_time, sync_incremental, sync_window
 from issue_assets.lake.documents import dumps, read_json
 from issue_assets.lake.parts import FileRecord, read_part
 from issue_assets.lake.store import (
@@ -78,22 +79,50 @@ def repair_repository(store: ObjectStore, repo: str, *, client=None, rebuild: bo
     GitHub has, now; without one, the next ingest does (the manifest records where to start)."""
     layout.check_repo(repo)
     report = RepairReport(repo)
-    refetched = False
     for kind in layout.KINDS:
-        damaged_log = _repair_raw_log(store, repo, kind, report, now)
-        if client is not None and RawLog(store, kind, repo).manifest().get("refetch") is not None:
-            result = sync_incremental(client, store, repo, kind)
-            refetched = True
-            report.actions.append(f"raw {kind}: re-read from GitHub without validators "
-                                  f"({result.items_fetched} items, {result.new_versions} versions added)")
-        elif RawLog(store, kind, repo).manifest().get("refetch") is not None:
+        dropped, rebuilt = _repair_raw_log(store, repo, kind, report, now)
+        mark = RawLog(store, kind, repo).manifest().get("refetch")
+        if client is not None and mark is not None:
+            _refetch(store, repo, kind, client, mark, dropped, report)
+        elif mark is not None:
             report.pending.append(f"raw {kind}: the next `issue-assets ingest --repo {repo}` re-reads from "
-                                  f"{RawLog(store, kind, repo).manifest()['refetch']} without validators")
-        _repair_current(store, repo, kind, report, rebuild or damaged_log or refetched)
+                                  f"{mark} without validators")
+        _repair_current(store, repo, kind, report, rebuild or rebuilt)
     _repair_features(store, repo, report, rebuild)
     _repair_sync_state(store, repo, report)
     _repair_predictions(store, repo, report)
     return report
+
+
+def _refetch(store: ObjectStore, repo: str, kind: str, client, mark: str, dropped: dict[str, int],
+             report: RepairReport) -> None:
+    """Re-read from GitHub, without validators, what the dropped parts held: each month on its own when
+    only month parts were dropped, else the whole history (that also clears the mark)."""
+    rawlog = RawLog(store, kind, repo)
+    if mark == "beginning" or not dropped:
+        result = sync_incremental(client, store, repo, kind)
+        report.actions.append(f"raw {kind}: whole history re-read from GitHub ({result.items_fetched} items, "
+                              f"{result.new_versions} versions added)")
+    else:
+        for month in sorted(dropped):
+            start = datetime.fromisoformat(f"{month}-01T00:00:00+00:00")
+            end = (start + timedelta(days=32)).replace(day=1)
+            result = sync_window(client, store, repo, kind, start, end, full=True)
+            report.actions.append(f"raw {kind} {month}: re-read from GitHub ({result.new_versions} versions)")
+
+        def clear(doc, work):
+            if doc.get("refetch") == mark:
+                doc["refetch"] = None
+                return True
+            return False
+
+        rawlog.commit(clear)
+    months = rawlog.manifest()["months"]
+    for month, rows in sorted(dropped.items()):
+        now_rows = int(months.get(month, {}).get("rows", 0))
+        if now_rows < rows:
+            report.lost.append(f"raw {kind} {month}: {rows - now_rows} of {rows} versions could not be re-read "
+                               "(GitHub serves each item's latest version only; these were superseded since)")
 
 
 def repositories(store: ObjectStore) -> list[str]:
@@ -117,16 +146,16 @@ def repositories(store: ObjectStore) -> list[str]:
 # ---- raw log ---------------------------------------------------------------------------------
 
 def _repair_raw_log(store: ObjectStore, repo: str, kind: str, report: RepairReport,
-                    now: Callable[[], float]) -> bool:
-    """True when versions were dropped or the manifest rebuilt (the current table must start over)."""
+                    now: Callable[[], float]) -> tuple[dict[str, int], bool]:
+    """({month: rows recorded} of the month parts dropped, whether the manifest was rebuilt)."""
     rawlog = RawLog(store, kind, repo)
     report.checked += 1
     try:
         doc, _ = rawlog.read()
     except DamagedFile as exc:
-        report.damaged.append(str(exc.location))
+        report.damaged.append(f"{exc.location} ({exc.reason})")
         _rebuild_manifest(rawlog, report)
-        return True
+        return {}, True
     if rawlog.stored_format() != FORMAT and (doc["months"] or store.list(layout.legacy_rejects_prefix(repo, kind))):
         rawlog.commit(lambda d, w: False)  # converts a lake written before parts
         report.actions.append(f"{rawlog.key}: converted to the checksummed manifest format")
@@ -153,15 +182,13 @@ def _repair_raw_log(store: ObjectStore, repo: str, kind: str, report: RepairRepo
             held = d.get("refetch")
             d["refetch"] = start if held is None or start == "beginning" or (
                 held != "beginning" and start < held) else held
-            d["seq"] += 1
-            d["epoch"] = new_epoch()
             return True
 
         rawlog.commit(drop)
         report.actions.append(f"{rawlog.key}: {len(bad_months)} damaged month parts and {len(bad_rejects)} "
                               "rejects parts dropped; marked for re-reading from GitHub")
     _sweep_orphans(store, rawlog, report, now)
-    return bool(bad_months or bad_rejects)
+    return {m: int(doc["months"][m]["rows"]) for m in bad_months}, bool(bad_rejects)
 
 
 def _part_damage(store: ObjectStore, rawlog: RawLog, entry: dict, report: RepairReport) -> bool:

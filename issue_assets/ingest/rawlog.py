@@ -122,6 +122,20 @@ class RawLog:
                               if name.startswith(prefix) and at}
         return doc
 
+    def check(self, doc: dict) -> None:
+        """Cheap check of the whole log before a sync (one listing, no part read): every part the
+        manifest names is there with the size it was written with; the cursor copy reads back. Reads
+        verify the content itself (sha256); `issue-assets repair` reads everything."""
+        sizes = self.store.sizes(layout.raw_prefix(self.kind, self.repo))
+        for entry in [*doc["months"].values(), *doc["rejects"]]:
+            location = f"{self.store.uri}/{entry['key']}"
+            if entry["key"] not in sizes:
+                raise DamagedFile(location, "missing, though the manifest lists it", self.remedy)
+            if entry.get("bytes") is not None and sizes[entry["key"]] != entry["bytes"]:
+                raise DamagedFile(location, f"{sizes[entry['key']]} bytes where {entry['bytes']} were written",
+                                  self.remedy)
+        read_json(self.store, layout.sync_state_key(self.repo), default={}, remedy=self.remedy)
+
     def part(self, entry: dict) -> pd.DataFrame:
         return read_part(self.store, FileRecord.from_dict(entry), remedy=self.remedy)
 

@@ -125,7 +125,9 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
     result = SyncResult(repo, kind, iso(start), iso(end))
     rawlog = RawLog(store, kind, repo)
     window = _window_id(start, end)
-    checkpoint = rawlog.manifest()["checkpoints"].get(window)
+    manifest = rawlog.manifest()
+    rawlog.check(manifest)
+    checkpoint = manifest["checkpoints"].get(window)
     since = start
     if resume and not full and checkpoint:
         since = parse_time(checkpoint)

@@ -58,6 +58,7 @@ class ObjectStore(Protocol):
     def get_versioned(self, key: str) -> tuple[bytes, str]: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
+    def sizes(self, prefix: str = "") -> dict[str, int]: ...
     def delete(self, key: str) -> None: ...
     def version(self, key: str) -> str | None: ...
     def compare_and_put(self, key: str, data: bytes, expected_version: str | None) -> bool: ...
@@ -130,6 +131,14 @@ class LocalStore:
                 if key.startswith(prefix):
                     out.append(key)
         return sorted(out)
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Key -> bytes of every object under `prefix` (one listing; a cheap check against truncation)."""
+        out = {}
+        for key in self.list(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                out[key] = self.path(key).stat().st_size
+        return out
 
     def delete(self, key: str) -> None:
         with faults.write_point("delete", key), contextlib.suppress(FileNotFoundError):
@@ -208,16 +217,19 @@ class S3Store:
         return self.version(key) is not None
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
         full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
-        out = []
+        out = {}
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
                     key = obj["Key"][len(self.prefix) + 1:] if self.prefix else obj["Key"]
-                    out.append(key)
+                    out[key] = int(obj.get("Size", 0))
         except Exception as exc:
             raise self._error(exc, prefix) from None
-        return sorted(out)
+        return out
 
     def delete(self, key: str) -> None:
         with faults.write_point("delete", key):
@@ -264,15 +276,24 @@ def open_store(uri: str | Path, s3_client=None) -> ObjectStore:
     return LocalStore(text)
 
 
+_SEAL_PLACEHOLDER = b"0" * 64
+
+
 def parquet_bytes(df: pd.DataFrame, metadata: dict | None = None) -> bytes:
-    """A DataFrame as parquet (zstd, CRC32 page checksums); its row count and `metadata` (JSON) ride in
-    the footer, so a reader can tell a whole file from a damaged one."""
+    """A DataFrame as parquet (zstd, CRC32 page checksums). The footer holds, besides `metadata` (JSON),
+    the row count and the sha256 of the whole file (computed with the sha's own 64 bytes zeroed; a
+    fixed-width value in the footer's key-value map, so it is written in place without moving any
+    offset): a reader can tell a whole file from a damaged one by itself, wherever it is stored."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = json.dumps({**(metadata or {}), "rows": table.num_rows}, sort_keys=True, default=str).encode()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: meta})
+    meta = {**(metadata or {}), "rows": table.num_rows, "sha256": _SEAL_PLACEHOLDER.decode()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", write_page_checksum=True)
-    return buf.getvalue()
+    data = bytearray(buf.getvalue())
+    at = data.rfind(_SEAL_PLACEHOLDER)
+    data[at:at + 64] = hashlib.sha256(data).hexdigest().encode()
+    return bytes(data)
 
 
 def write_parquet(store: ObjectStore, key: str, df: pd.DataFrame, *, metadata: dict | None = None) -> int:
@@ -282,18 +303,39 @@ def write_parquet(store: ObjectStore, key: str, df: pd.DataFrame, *, metadata: d
     return len(data)
 
 
+_SEAL_MARK = b'"sha256": "'
+
+
+def _check_seal(data: bytes, location: str, remedy: str | None) -> None:
+    """Verify the whole-file sha256 from the raw bytes (not through the footer parser, which a damaged
+    footer could mislead). A file written before seals (no issue_assets footer entry) has none."""
+    footer = max(0, len(data) - 8 - int.from_bytes(data[-8:-4], "little"))
+    mark = data.rfind(_SEAL_MARK, footer)
+    if mark < 0:
+        if data.rfind(META_KEY, footer) >= 0:
+            raise DamagedFile(location, "its footer lost the sha256 it was written with", remedy)
+        return
+    at = mark + len(_SEAL_MARK)
+    sealed = data[at:at + 64]
+    if hashlib.sha256(data[:at] + _SEAL_PLACEHOLDER + data[at + 64:]).hexdigest().encode() != sealed:
+        raise DamagedFile(location, "content differs from the sha256 in its footer", remedy)
+
+
 def parse_parquet(data: bytes, location: str, columns: list[str] | None = None, *,
                   remedy: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """(frame, footer metadata) of parquet bytes, every page checksum verified; DamagedFile otherwise."""
+    """(frame, footer metadata) of parquet bytes: the whole-file sha256 and every page checksum
+    verified, the row count checked; DamagedFile otherwise."""
     if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
         raise DamagedFile(location, f"not a whole parquet file: {len(data)} bytes without both PAR1 marks", remedy)
+    _check_seal(data, location, remedy)
     try:
         parquet = pq.ParquetFile(io.BytesIO(data), page_checksum_verification=True)
-        table = parquet.read(columns=columns)
-        meta_raw = (parquet.schema_arrow.metadata or {}).get(META_KEY)
+        meta_raw = (parquet.metadata.metadata or {}).get(META_KEY)
         meta = json.loads(meta_raw) if meta_raw else {}
-        frame = table.to_pandas()
+        frame = parquet.read(columns=columns).to_pandas()
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, DamagedFile):
+            raise
         reason = " ".join(str(exc).split())[:200]
         raise DamagedFile(location, f"unreadable parquet: {reason}", remedy) from None
     if "rows" in meta and int(meta["rows"]) != len(frame):

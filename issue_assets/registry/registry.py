@@ -58,7 +58,8 @@ import pandas as pd
 
 import issue_assets
 from issue_assets import config
-from issue_assets.lake.store import KeyNotFound, ObjectStore, StoreError, open_store
+from issue_assets.lake.documents import seal, unseal
+from issue_assets.lake.store import DamagedFile, KeyNotFound, ObjectStore, StoreError, open_store
 from issue_assets.modeling.training import TrainedModel
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False).encode()
+    """Strict JSON, an object sealed with its sha256 (see `issue_assets.lake.documents.seal`)."""
+    return json.dumps(seal(_jsonable(value)), indent=2, sort_keys=True, allow_nan=False).encode()
 
 
 def code_version() -> dict[str, Any]:
@@ -178,9 +180,13 @@ class ModelRegistry:
 
     def _parse(self, key: str, data: bytes) -> Any:
         try:
-            return json.loads(data)
+            doc = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise self._damaged(key, "not valid JSON") from None
+        try:
+            return unseal(doc, key)
+        except DamagedFile as exc:
+            raise self._damaged(key, exc.reason) from None
 
     def _read_versioned(self, key: str) -> tuple[str | None, Any]:
         """(store version, parsed JSON) of one read: a CAS on that version fails if the object changed."""

@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from issue_assets.lake.store import KeyNotFound
+from issue_assets.lake.documents import unseal
+from issue_assets.lake.store import DamagedFile, KeyNotFound
 from issue_assets.registry.registry import (
     CHAMPION_EVENTS,
     CLAIMS,
@@ -51,12 +52,12 @@ class RegistryRepair:
 
 
 def _load(store, key: str) -> Any | None:
-    """Parsed JSON, None when missing or unreadable."""
+    """Parsed and verified JSON, None when missing or damaged."""
     try:
-        return json.loads(store.get_bytes(key))
+        return unseal(json.loads(store.get_bytes(key)), key)
     except KeyNotFound:
         return None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, DamagedFile):
         return None
 
 
