@@ -197,3 +197,72 @@ def test_registry_killed_at_every_write_stays_consistent_and_recovers(registry_s
                 assert reg.rollback()["version"] == v1 if reg.champion() == v2 else reg.champion() == v1
                 assert reg.promote(v3)["version"] == v3 and reg.rollback()["version"] == v1
             _check_registry(root, {v1})
+
+
+# ---- a lake written by the previous version ---------------------------------------------------------
+
+def _plain_parquet(df: pd.DataFrame) -> bytes:
+    """Parquet as the previous version wrote it: no footer metadata, no checksums."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _as_previous_version(store) -> None:
+    """Rewrite a lake in the layout of the version before immutable parts: month files read, modified
+    and written in place, the cursor and checkpoints in sync.json, rejects per window, merge state beside
+    the current table, feature input snapshots beside the features."""
+    import json
+
+    from issue_assets.ingest import layout
+
+    def legacy_json(key, doc):
+        store.put_bytes(key, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+    cursors = {}
+    for kind in ("issues", "comments"):
+        log = RawLog(store, kind, REPO)
+        doc = log.manifest()
+        for month, entry in doc["months"].items():
+            frame = log.part(entry)
+            store.delete(entry["key"])
+            store.put_bytes(layout.raw_month_key(kind, REPO, month), _plain_parquet(frame))
+        if doc["rejects"]:
+            rejects = log.rejects()
+            for entry in doc["rejects"]:
+                store.delete(entry["key"])
+            store.put_bytes(f"{layout.legacy_rejects_prefix(REPO, kind)}beginning_now.parquet", _plain_parquet(rejects))
+        legacy_json(layout.raw_manifest_key(kind, REPO),
+                    {"seq": doc["seq"], "months": {m: {"rows": e["rows"], "seq": e["seq"]} for m, e in doc["months"].items()}})
+        cursors[kind] = doc["cursor"]
+        table = load_current(store, kind, REPO)
+        store.put_bytes(layout.current_key(kind, REPO), _plain_parquet(table))
+        legacy_json(layout.legacy_merge_state_key(kind, REPO), {"merged_through_seq": doc["seq"]})
+    legacy_json(layout.sync_state_key(REPO), {"checkpoints": {}, "cursors": cursors, "windows_done": {}})
+    from issue_assets.features.table import read_stored
+
+    table, meta, _, snaps = read_stored(store, REPO)
+    store.put_bytes(layout.features_key(REPO), _plain_parquet(table))
+    for kind, snap in zip(("issues", "comments"), snaps, strict=True):
+        store.delete(meta["inputs"][kind]["key"])
+        store.put_bytes(layout.features_inputs_key(REPO, kind), _plain_parquet(snap))
+
+
+def test_a_lake_written_by_the_previous_version_is_converted_and_loses_nothing(servers, reference, tmp_path):
+    want, after_first = reference
+    home = tmp_path / "previous"
+    shutil.copytree(after_first, home)
+    store = LocalStore(home / "lake")
+    _as_previous_version(store)
+    assert store.exists(f"raw/issues/{REPO.replace('/', '__')}/2025-01.parquet")
+    _ingest(home, servers[1], 1)  # the next ingest of the new version, on the old files
+    _assert_same(_state(store), want)
+    assert not store.list("rejects/")  # folded into the manifest
+    assert not store.exists("current/issues/demo-org__reliability.state.json")  # now in the table's footer
+    for kind in ("issues", "comments"):
+        assert RawLog(store, kind, REPO).stored_format() == 2

@@ -60,7 +60,8 @@ def read_current(store: ObjectStore, kind: str, repo: str) -> tuple[pd.DataFrame
     if "merged_through_seq" not in meta:  # written before the state moved into the footer
         state = read_json(store, layout.legacy_merge_state_key(kind, repo), default={},
                           remedy=layout.repair_command(repo)) or {}
-        meta = {**meta, "merged_through_seq": int(state.get("merged_through_seq", 0)), "epoch": None}
+        meta = {**meta, "merged_through_seq": int(state.get("merged_through_seq", 0)), "epoch": None,
+                "legacy_state": bool(state)}
     return frame, meta, version
 
 
@@ -126,6 +127,8 @@ def merge_current(store: ObjectStore, repo: str, kind: str, *, full: bool = Fals
         table, new_versions, inserted, updated = _fold(kind, base, carried if rebuild else None, frames)
         data = parquet_bytes(table, {"kind": kind, "merged_through_seq": top_seq, "epoch": epoch})
         if store.compare_and_put(key, data, version):
+            if meta.get("legacy_state"):  # the state now rides in the table's footer
+                store.delete(layout.legacy_merge_state_key(kind, repo))
             return MergeResult(repo, kind, len(table), new_versions, inserted, updated, len(months), top_seq)
         backoff(attempt)
     raise StoreError(f"{store.uri}/{key}: gave up after {MERGE_ATTEMPTS} conflicting merges")

@@ -173,7 +173,8 @@ class RawLog:
             except KeyNotFound:
                 doc, version = None, None
             work = Commit([], [])
-            if doc is None or doc.get("format") != FORMAT:
+            converting = doc is None or doc.get("format") != FORMAT
+            if converting:
                 doc = self._adopt_legacy(doc, work)
             try:
                 changed = change(doc, work)
@@ -184,9 +185,9 @@ class RawLog:
             except BaseException:
                 self._delete(work.written)
                 raise
-            if not changed and not work.written and version is not None and doc.get("format") == FORMAT \
-                    and not work.replaced:
-                return None
+            empty = version is None and not doc["months"] and not doc["rejects"]
+            if not changed and not work.written and not work.replaced and (not converting or empty):
+                return None  # nothing to record (a conversion is recorded, an empty manifest is not)
             if self.store.compare_and_put(self.key, dumps(doc), version):
                 self._delete(work.replaced)
                 return doc
