@@ -59,9 +59,12 @@ def _predictions(n: int, stamp: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def built(servers, tmp_path_factory):
+    return build(servers, tmp_path_factory.mktemp("built"))
+
+
+def build(servers, home):
     """Two ingests (the second after 100 edits and 40 new issues), features, two prediction batches, and
-    a registry with v2 champion after v1."""
-    home = tmp_path_factory.mktemp("built")
+    a registry with v2 champion after v1, in `home`."""
     spec = ("local", str(home / "lake"))
     rw.ingest_incremental(spec, servers[0].url, "2025-06-01T00:00:01+00:00", str(home / "cache.json"))
     rw.ingest_incremental(spec, servers[1].url, "2025-06-02T00:00:01+00:00", str(home / "cache.json"))
@@ -154,7 +157,10 @@ LAKE_CASES = {
 
 @pytest.mark.parametrize("case", list(LAKE_CASES))
 def test_damaged_lake_file_is_named_then_restored(built, servers, tmp_path, case):
-    pick, damage, operation, refetched = LAKE_CASES[case]
+    check_lake_damage(built, servers, tmp_path, *LAKE_CASES[case])
+
+
+def check_lake_damage(built, servers, tmp_path, pick, damage, operation: str, refetched: bool) -> None:
     home = tmp_path / "home"
     shutil.copytree(built, home)
     store = LocalStore(home / "lake")
@@ -243,7 +249,10 @@ REGISTRY_CASES = {
 
 @pytest.mark.parametrize("case", list(REGISTRY_CASES))
 def test_damaged_registry_file_is_named_then_restored(built, tmp_path, case):
-    pick, damage, operation = REGISTRY_CASES[case]
+    check_registry_damage(built, tmp_path, *REGISTRY_CASES[case])
+
+
+def check_registry_damage(built, tmp_path, pick, damage, operation) -> None:
     root = tmp_path / "registry"
     shutil.copytree(built / "registry", root)
     reg = ModelRegistry(LocalStore(root), retry_delay=0.001)

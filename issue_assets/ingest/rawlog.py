@@ -123,9 +123,10 @@ class RawLog:
         return doc
 
     def check(self, doc: dict) -> None:
-        """Cheap check of the whole log before a sync (one listing, no part read): every part the
-        manifest names is there with the size it was written with; the cursor copy reads back. Reads
-        verify the content itself (sha256); `issue-assets repair` reads everything."""
+        """Cheap check of the whole log before a sync (one listing): every part the manifest names is
+        there with the size it was written with; the rejects parts (small) and the cursor copy read back
+        whole. A month part's content is verified (sha256) whenever it is read: by the merge that needs
+        it, by `ingest --full`, which reads every month, and by `issue-assets repair`."""
         sizes = self.store.sizes(layout.raw_prefix(self.kind, self.repo))
         for entry in [*doc["months"].values(), *doc["rejects"]]:
             location = f"{self.store.uri}/{entry['key']}"
@@ -134,6 +135,8 @@ class RawLog:
             if entry.get("bytes") is not None and sizes[entry["key"]] != entry["bytes"]:
                 raise DamagedFile(location, f"{sizes[entry['key']]} bytes where {entry['bytes']} were written",
                                   self.remedy)
+        for entry in doc["rejects"]:
+            read_part(self.store, FileRecord.from_dict(entry), remedy=self.remedy)
         read_json(self.store, layout.sync_state_key(self.repo), default={}, remedy=self.remedy)
 
     def part(self, entry: dict) -> pd.DataFrame:
