@@ -34,12 +34,11 @@ sys.path.insert(0, str(ROOT / "issue_assets_tests"))
 
 import boto3  # noqa: E402
 import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
 import reliability_workers as rw  # noqa: E402
 import test_reliability_concurrency as conc  # noqa: E402
 import test_reliability_corruption as corr  # noqa: E402
 import test_reliability_crash as crash  # noqa: E402
-from conftest import free_port, make_moto_behave_like_s3  # noqa: E402
+from conftest import moto_s3_server  # noqa: E402
 from machine import cpu_model, load_average  # noqa: E402
 
 from issue_assets.github.replay import ReplayServer  # noqa: E402
@@ -60,20 +59,6 @@ class Tally:
             row[key] = row.get(key, 0) + value
         if not held and detail:
             row["details"].append(detail)
-
-
-def _moto():
-    from moto.server import ThreadedMotoServer
-
-    mp = pytest.MonkeyPatch()
-    make_moto_behave_like_s3(mp)
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        mp.setenv(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, mp, f"http://{host}:{port}"
 
 
 def _spec(backend: str, tmp: Path, endpoint: str, name: str) -> tuple:
@@ -287,26 +272,21 @@ def main() -> None:
     began = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = load_average()
     start = time.perf_counter()
-    server, mp, endpoint = _moto()
     sections = {"Concurrent writers, compared with the same jobs run one after another": Tally(),
                 "Crash points (killed before and after every store write, then the next commands)": Tally(),
                 "Corruptions (detected: the next operation names the file; repaired: the state restored)": Tally()}
     tallies = list(sections.values())
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
-            tmp = Path(tmp)
-            for step, run in enumerate((lambda: concurrency(tallies[0], tmp, endpoint, args.writers, args.repeats),
-                                        lambda: crashes(tallies[1], tmp),
-                                        lambda: corruptions(tallies[2], tmp, args.flips))):
-                began_step = time.perf_counter()
-                try:
-                    run()
-                except Exception:  # noqa: BLE001 - a crashed section is reported, the others still run
-                    tallies[step].add("the section itself", False, traceback.format_exc().splitlines()[-1])
-                print(f"section {step + 1} done in {time.perf_counter() - began_step:.0f}s", flush=True)
-    finally:
-        server.stop()
-        mp.undo()
+    with moto_s3_server() as endpoint, tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
+        tmp = Path(tmp)
+        for step, run in enumerate((lambda: concurrency(tallies[0], tmp, endpoint, args.writers, args.repeats),
+                                    lambda: crashes(tallies[1], tmp),
+                                    lambda: corruptions(tallies[2], tmp, args.flips))):
+            began_step = time.perf_counter()
+            try:
+                run()
+            except Exception:  # noqa: BLE001 - a crashed section is reported, the others still run
+                tallies[step].add("the section itself", False, traceback.format_exc().splitlines()[-1])
+            print(f"section {step + 1} done in {time.perf_counter() - began_step:.0f}s", flush=True)
     write(args.out, sections, args, began, load, time.perf_counter() - start)
     print(f"wrote {args.out}")
 

@@ -4,6 +4,7 @@ and replay servers that are always stopped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,10 +112,10 @@ def make_moto_behave_like_s3(monkeypatch) -> None:
     monkeypatch.setattr(moto.s3.models.FakeKey, "dispose", lambda self, garbage=False: None)
 
 
-@pytest.fixture(scope="module")
-def moto_server():
+@contextmanager
+def moto_s3_server():
     """moto's S3 over HTTP on loopback (separate processes share it), behaving like S3 under races.
-    Yields the endpoint URL; buckets are the test's to create."""
+    Yields the endpoint URL; buckets are the caller's to create."""
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as mp:
@@ -129,3 +130,9 @@ def moto_server():
             yield f"http://{host}:{port}"
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    with moto_s3_server() as endpoint:
+        yield endpoint

@@ -26,6 +26,7 @@ from issue_assets.registry import (
     RegistryError,
     decide,
     default_registry,
+    repair_registry,
     score_on_window,
 )
 
@@ -181,7 +182,7 @@ def test_corrupt_or_missing_champion_files_raise_naming_the_key(store, models):
     store.delete(POINTER)
     with pytest.raises(RegistryError, match=f"champion.json is missing .* records champion {a}; run `issue-assets"):
         reg.champion()
-    assert reg.repair().champion == a and reg.champion() == a
+    assert repair_registry(reg).champion == a and reg.champion() == a
 
 
 def test_interleaved_promotion_is_retried_not_lost(store, models):

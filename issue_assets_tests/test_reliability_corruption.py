@@ -20,7 +20,7 @@ from issue_assets.ingest.current import load_current, merge_current
 from issue_assets.ingest.rawlog import RawLog
 from issue_assets.ingest.sync import sync_incremental, sync_window
 from issue_assets.lake.store import DamagedFile, LocalStore, read_parquet
-from issue_assets.registry import ModelRegistry, RegistryError
+from issue_assets.registry import ModelRegistry, RegistryError, repair_registry
 from issue_assets.registry.registry import HISTORY, LATEST, POINTER
 from issue_assets.repair import repair_repository
 from issue_assets.serving.scoring import read_latest_predictions, write_predictions
@@ -263,7 +263,7 @@ def check_registry_damage(built, tmp_path, pick, damage, operation) -> None:
     with pytest.raises(RegistryError) as info:
         operation(reg, versions)
     assert key in str(info.value) and "issue-assets model repair" in str(info.value), str(info.value)
-    report = reg.repair()
+    report = repair_registry(reg)
     assert report.ok and any(key in a for a in report.actions), report.lines()
     assert _registry_files(root) == want_files and reg.history() == want_history
     assert reg.champion() == versions[1] and reg.rollback()["version"] == versions[0]
@@ -275,7 +275,7 @@ def test_history_rebuilt_from_event_objects_keeps_every_event(built, tmp_path):
     reg = ModelRegistry(LocalStore(root), retry_delay=0.001)
     want = reg.history()
     (root / HISTORY).write_bytes(b'{"format": 1, "ev')
-    report = reg.repair()
+    report = repair_registry(reg)
     assert report.ok and any("rebuilt from" in a for a in report.actions), report.lines()
     assert reg.history() == want
     assert json.loads((root / HISTORY).read_bytes())["events"] == want

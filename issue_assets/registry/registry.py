@@ -31,8 +31,8 @@ Concurrency, by optimistic compare-and-put only (flock-guarded compare locally, 
   pointer's *current* version, re-reads the pointer, and repeats if the sequence moved. The last
   copy therefore always matches the final pointer. A reader that finds it missing or holding an
   earlier registered model (a promotion killed before its copy) completes the copy; bytes that are no
-  registered model are damage, reported with the way out (`repair()`, `issue-assets model repair`).
-* `repair()` restores what can be derived: the history from the event objects, metadata and
+  registered model are damage, reported with the way out (`issue-assets model repair`).
+* `registry.repair.repair_registry` restores what can be derived: the history from the event objects, metadata and
   calibration from registration events, the pointer from the history, latest_model.json from the
   champion's model, and the champion's model.json from latest_model.json.
 """
@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,9 +61,6 @@ from issue_assets import config
 from issue_assets.lake.documents import seal, unseal
 from issue_assets.lake.store import DamagedFile, KeyNotFound, ObjectStore, StoreError, open_store
 from issue_assets.modeling.training import TrainedModel
-
-if TYPE_CHECKING:
-    from issue_assets.registry.repair import RegistryRepair
 
 PREFIX = "models"
 POINTER = f"{PREFIX}/champion.json"
@@ -577,18 +574,6 @@ class ModelRegistry:
         self._check_model(pointer["version"])
         self._sync_latest()
         return pointer["version"]
-
-    def repair(self) -> RegistryRepair:
-        """Restore every file that can be derived, and say what was done and what could not be.
-
-        Order: event objects <-> history (the history rebuilt from them when damaged, each missing one
-        added to the other), metadata and calibration from registration events, the pointer from the
-        history (when missing or damaged), the champion's model.json from latest_model.json, then
-        latest_model.json from the champion. Safe to run while nothing else writes; idempotent.
-        """
-        from issue_assets.registry.repair import repair_registry
-
-        return repair_registry(self)
 
 
 def _pointer_event(pointer: dict[str, Any]) -> dict[str, Any]:
