@@ -128,12 +128,13 @@ def _refetch(store: ObjectStore, repo: str, kind: str, client, mark: str, droppe
 def repositories(store: ObjectStore) -> list[str]:
     """Every repository the lake holds a file of."""
     slugs = set()
-    for prefix, depth in (("raw/issues/", 2), ("raw/comments/", 2), ("current/issues/", 2), ("features/", 1),
-                          ("predictions/", 1)):
-        for key in store.list(prefix):
-            part = key.split("/")[depth].split(".")[0]
-            if "__" in part:
-                slugs.add(part)
+    for kind in layout.KINDS:
+        slugs |= {key.split("/")[2] for key in store.list(f"raw/{kind}/") if key.count("/") >= 3}
+        slugs |= {key.split("/")[2].removesuffix(".parquet") for key in store.list(f"current/{kind}/")
+                  if key.endswith(".parquet")}
+    slugs |= {key.split("/")[1].removesuffix(".parquet") for key in store.list("features/")
+              if key.endswith(".parquet") and ".inputs." not in key}
+    slugs |= {key.split("/")[1] for key in store.list("predictions/") if key.count("/") >= 2}
     repos = []
     for slug in sorted(slugs):
         try:
@@ -206,6 +207,7 @@ def _rebuild_manifest(rawlog: RawLog, report: RepairReport) -> None:
     """Every readable part in the store (committed or left by a killed run: all hold versions fetched
     from GitHub) folded into one part per month; the cursor from the copy in sync.json."""
     store = rawlog.store
+    damaged_version = store.version(rawlog.key)
     by_month: dict[str, list[pd.DataFrame]] = {}
     rejects: list[pd.DataFrame] = []
     unreadable: list[str] = []
@@ -246,7 +248,8 @@ def _rebuild_manifest(rawlog: RawLog, report: RepairReport) -> None:
     doc["cursor"] = cursor if held is not None and newest is not None and newest >= pd.Timestamp(held) else None
     if unreadable or doc["cursor"] is None and doc["months"]:
         doc["refetch"] = "beginning"
-    store.put_bytes(rawlog.key, dumps(doc))
+    if not store.compare_and_put(rawlog.key, dumps(doc), damaged_version):
+        raise StoreError(f"{store.uri}/{rawlog.key} changed while the repair rebuilt it; run the repair again")
     for key in keys:
         if (PART_RE.match(key.rsplit("/", 1)[-1]) or REJECTS_RE.match(key.rsplit("/", 1)[-1])) \
                 and key not in work.written:

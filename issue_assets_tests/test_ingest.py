@@ -766,3 +766,22 @@ def test_mixed_offsets_and_naive_timestamps_each_parse_on_their_own():
     assert parsed[:3] == [utc, utc, utc]
     assert pd.isna(parsed[3]) and pd.isna(parsed[4])
     assert parsed[5] == pd.Timestamp("2020-01-01T05:00:00.5", tz="UTC")
+
+
+def test_full_sync_sends_no_cached_validator(demo, replay_server, store, tmp_path):
+    """`ingest --full` re-reads every page whole: a damaged part must not hide behind a 304 from what an
+    earlier run stored. The validators it sees are still recorded, so the next poll is one 304."""
+    issues, comments = demo
+    server = replay_server(issues, comments)
+    cache_path = tmp_path / "http_cache.json"
+    with make_client(server, cache=ConditionalCache(cache_path)) as client:
+        sync_all(client, store, REPO, kinds=("issues",))
+    server.reset_stats()
+    with make_client(server, cache=ConditionalCache(cache_path)) as client:
+        full = sync_window(client, store, REPO, "issues", None, None, now=fixed_now, full=True)
+    assert full.not_modified == 0 and full.requests == 6 and full.new_versions == 0 and full.items_fetched == 600
+    assert server.stats()["by_endpoint_status"] == {"issues": {"200": 6}}
+    server.reset_stats()
+    with make_client(server, cache=ConditionalCache(cache_path)) as client:
+        poll = sync_incremental(client, store, REPO, "issues", now=fixed_now)
+    assert poll.requests == 1 and poll.not_modified == 1

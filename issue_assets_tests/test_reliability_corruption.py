@@ -279,3 +279,15 @@ def test_history_rebuilt_from_event_objects_keeps_every_event(built, tmp_path):
     assert report.ok and any("rebuilt from" in a for a in report.actions), report.lines()
     assert reg.history() == want
     assert json.loads((root / HISTORY).read_bytes())["events"] == want
+
+
+def test_repair_of_the_whole_lake_finds_every_repository_and_nothing_to_do(built, tmp_path):
+    from issue_assets.repair import repair_lake
+
+    home = tmp_path / "home"
+    shutil.copytree(built, home)
+    before = {p: p.read_bytes() for p in (home / "lake").rglob("*") if p.is_file()}
+    (report,) = repair_lake(LocalStore(home / "lake"))
+    assert report.repo == REPO and report.ok and not report.damaged and not report.actions, report.lines()
+    assert report.checked >= 12
+    assert {p: p.read_bytes() for p in (home / "lake").rglob("*") if p.is_file()} == before
