@@ -785,3 +785,28 @@ def test_full_sync_sends_no_cached_validator(demo, replay_server, store, tmp_pat
     with make_client(server, cache=ConditionalCache(cache_path)) as client:
         poll = sync_incremental(client, store, REPO, "issues", now=fixed_now)
     assert poll.requests == 1 and poll.not_modified == 1
+
+
+def test_first_seen_is_the_earliest_observation_whatever_order_windows_arrive_in(demo, replay_server, tmp_path):
+    """A newer version merged first, an older one (observed earlier) later: first_seen_at is still the
+    earliest observation, as when they arrive in time order (two writers, or a backfill of older days)."""
+    issues, comments = demo
+    old = [copy.deepcopy(i) for i in issues[:40]]
+    new = []
+    for n, item in enumerate(old):
+        item = copy.deepcopy(item)
+        item.update(title=f"edited {n}", updated_at=f"2029-09-{1 + n % 20:02d}T00:00:00Z")
+        new.append(item)
+    servers = {"old": replay_server(old), "new": replay_server(new)}
+    times = {"old": datetime(2029, 8, 1, tzinfo=UTC), "new": datetime(2029, 10, 1, tzinfo=UTC)}
+    tables = []
+    for order in (("old", "new"), ("new", "old")):
+        store = LocalStore(tmp_path / "-".join(order))
+        for name in order:
+            with make_client(servers[name]) as client:
+                sync_window(client, store, REPO, "issues", now=lambda name=name: times[name])
+            merge_current(store, REPO, "issues")
+        tables.append(load_current(store, "issues", REPO))
+    pd.testing.assert_frame_equal(tables[1], tables[0])
+    assert (tables[0]["first_seen_at"] == pd.Timestamp(times["old"])).all()
+    assert tables[0]["title"].str.startswith("edited").all()

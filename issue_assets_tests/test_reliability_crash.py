@@ -172,6 +172,20 @@ def _check_registry(root, expected_champions: set[str]) -> ModelRegistry:
     return reg
 
 
+def check_registry_recovers(root, command: str, versions: tuple[str, str, str]) -> None:
+    """After a kill during `command` (v2 champion after v1, promoting v3 or rolling back): consistent, and
+    the next commands complete with the chain rolling back in order."""
+    v1, v2, v3 = versions
+    reg = _check_registry(root, {v2, v3 if command == "promote" else v1})
+    if command == "promote":
+        assert reg.promote(v3)["version"] == v3
+        assert reg.rollback()["version"] == v2 and reg.rollback()["version"] == v1
+    else:
+        assert reg.rollback()["version"] == v1 if reg.champion() == v2 else reg.champion() == v1
+        assert reg.promote(v3)["version"] == v3 and reg.rollback()["version"] == v1
+    _check_registry(root, {v1})
+
+
 @pytest.mark.parametrize("command", ["promote", "rollback"])
 def test_registry_killed_at_every_write_stays_consistent_and_recovers(registry_start, tmp_path, command):
     start, (v1, v2, v3) = registry_start
@@ -187,16 +201,7 @@ def test_registry_killed_at_every_write_stays_consistent_and_recovers(registry_s
             root = tmp_path / f"{command}-{n}-{when}"
             shutil.copytree(start, root)
             assert run(root, {faults.CRASH_AT: f"{n}:{when}"}) == faults.CRASH_EXIT
-            done = v3 if command == "promote" else v1
-            reg = _check_registry(root, {v2, done})
-            # The next commands complete, and the chain still rolls back in order.
-            if command == "promote":
-                assert reg.promote(v3)["version"] == v3
-                assert reg.rollback()["version"] == v2 and reg.rollback()["version"] == v1
-            else:
-                assert reg.rollback()["version"] == v1 if reg.champion() == v2 else reg.champion() == v1
-                assert reg.promote(v3)["version"] == v3 and reg.rollback()["version"] == v1
-            _check_registry(root, {v1})
+            check_registry_recovers(root, command, (v1, v2, v3))
 
 
 # ---- a lake written by the previous version ---------------------------------------------------------

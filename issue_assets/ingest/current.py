@@ -154,7 +154,8 @@ def _fold(kind: str, current: pd.DataFrame, earlier: pd.DataFrame | None,
                 latest["id"]).fillna(pd.Timestamp.min.tz_localize("UTC"))
             latest = latest.loc[keep.to_numpy()]
         latest = latest.reset_index(drop=True)
-        fresh = issues_from_versions(latest, first_seen.reindex(latest["id"]).set_axis(latest.index))
+        fresh = current.iloc[0:0] if latest.empty else \
+            issues_from_versions(latest, first_seen.reindex(latest["id"]).set_axis(latest.index))
     else:
         if len(current):
             newer = latest.set_index("id")["updated_at"] >= current.set_index("id")["updated_at"].reindex(
@@ -166,4 +167,10 @@ def _fold(kind: str, current: pd.DataFrame, earlier: pd.DataFrame | None,
     keep_old = current.loc[~current["id"].isin(fresh["id"])] if len(current) else current
     table = pd.concat([keep_old, fresh], ignore_index=True) if len(keep_old) else fresh
     table = table.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)[COLUMNS[kind]]
+    if kind == "issues" and len(keep_old):
+        # An older version read now (another writer's, or a backfilled window) can hold an earlier first
+        # observation of an item whose newer version is current: first_seen_at is the minimum either way.
+        earlier = first_seen.reindex(table["id"]).set_axis(table.index)
+        table["first_seen_at"] = table["first_seen_at"].where(
+            earlier.isna() | (table["first_seen_at"] <= earlier), earlier)
     return table, len(versions), inserted, updated

@@ -122,22 +122,40 @@ class RawLog:
                               if name.startswith(prefix) and at}
         return doc
 
-    def check(self, doc: dict) -> None:
-        """Cheap check of the whole log before a sync (one listing): every part the manifest names is
-        there with the size it was written with; the rejects parts (small) and the cursor copy read back
+    def check(self) -> dict:
+        """The manifest, after a cheap check of the whole log (one listing): every part it names is there
+        with the size it was written with; the rejects parts (small) and the cursor copy read back
         whole. A month part's content is verified (sha256) whenever it is read: by the merge that needs
-        it, by `ingest --full`, which reads every month, and by `issue-assets repair`."""
+        it, by `ingest --full`, which reads every month, and by `issue-assets repair`. A part missing
+        because a concurrent commit replaced it is not damage: the check starts again on the newer
+        manifest."""
+        read_json(self.store, layout.sync_state_key(self.repo), default={}, remedy=self.remedy)
+        for attempt in range(COMMIT_ATTEMPTS):
+            doc, version = self.read()
+            problem = self._problem(doc)
+            if problem is None:
+                return doc
+            if self.store.version(self.key) == version:
+                raise problem
+            backoff(attempt)
+        raise problem
+
+    def _problem(self, doc: dict) -> DamagedFile | None:
         sizes = self.store.sizes(layout.raw_prefix(self.kind, self.repo))
         for entry in [*doc["months"].values(), *doc["rejects"]]:
             location = f"{self.store.uri}/{entry['key']}"
             if entry["key"] not in sizes:
-                raise DamagedFile(location, "missing, though the manifest lists it", self.remedy)
+                return DamagedFile(location, "missing, though the manifest lists it", self.remedy)
             if entry.get("bytes") is not None and sizes[entry["key"]] != entry["bytes"]:
-                raise DamagedFile(location, f"{sizes[entry['key']]} bytes where {entry['bytes']} were written",
-                                  self.remedy)
+                return DamagedFile(location, f"{sizes[entry['key']]} bytes where {entry['bytes']} were written",
+                                   self.remedy)
         for entry in doc["rejects"]:
-            read_part(self.store, FileRecord.from_dict(entry), remedy=self.remedy)
-        read_json(self.store, layout.sync_state_key(self.repo), default={}, remedy=self.remedy)
+            try:
+                read_part(self.store, FileRecord.from_dict(entry), remedy=self.remedy)
+            except KeyNotFound:
+                return DamagedFile(f"{self.store.uri}/{entry['key']}", "missing, though the manifest lists it",
+                                   self.remedy)
+        return None
 
     def part(self, entry: dict) -> pd.DataFrame:
         return read_part(self.store, FileRecord.from_dict(entry), remedy=self.remedy)

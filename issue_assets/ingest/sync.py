@@ -125,8 +125,7 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
     result = SyncResult(repo, kind, iso(start), iso(end))
     rawlog = RawLog(store, kind, repo)
     window = _window_id(start, end)
-    manifest = rawlog.manifest()
-    rawlog.check(manifest)
+    manifest = rawlog.check()
     checkpoint = manifest["checkpoints"].get(window)
     since = start
     if resume and not full and checkpoint:
