@@ -258,6 +258,9 @@ def write(out: Path, sections: dict[str, Tally], args, began: str, load: str, se
         lines += ["", *(failures or ["No case failed."]), ""]
     lines += ["## All cases", "", f"{total['tried']} tried, {total['held']} held, {total['failed']} failed. "
               "The fuzzed HTTP requests (5xx count) are measured by the serving benchmark.", ""]
+    notes = out.read_text().split("\n## Notes", 1) if out.exists() else []
+    if len(notes) == 2:  # written by hand after a run: kept when the script rewrites the figures
+        lines += ["## Notes" + notes[1].rstrip(), ""]
     out.write_text("\n".join(lines))
 
 
