@@ -105,8 +105,9 @@ def test_a_step_failure_reads_as_its_cause():
     def issues():
         raise damaged
 
-    result = dg.materialize([issues], raise_on_error=False)
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    with dg.DagsterInstance.ephemeral() as instance:  # held: the result reads events through it
+        result = dg.materialize([issues], raise_on_error=False, instance=instance)
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert one_line(failure.step_failure_data.error) == f"DamagedFile: {damaged}"
     assert one_line(damaged) == f"DamagedFile: {damaged}"
 
@@ -178,9 +179,10 @@ def test_s3_resources_inside_a_run_still_resolve_the_keys_from_envvar(moto_serve
         reg.store.put_bytes("probe", b"in a run")
         return reg.store.get_bytes("probe").decode()
 
-    result = dg.materialize([probe], resources={"model_store": resource})
-    assert result.output_for_node("probe") == "in a run"
-    assert SECRET not in json.dumps(result.dagster_run.run_config, default=str)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([probe], resources={"model_store": resource}, instance=instance)
+        assert result.output_for_node("probe") == "in a run"
+        assert SECRET not in json.dumps(result.dagster_run.run_config, default=str)
 
 
 def test_store_errors_name_the_key_never_a_credential(moto_server, monkeypatch):
