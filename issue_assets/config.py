@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_START_DATE = "2024-01-01"
 
 
-def home() -> Path:
+def home(env: Mapping[str, str] | None = None) -> Path:
     """ISSUE_ASSETS_HOME: the lake, registry, Optuna storage and ETag cache (default ./data)."""
-    return Path(os.environ.get("ISSUE_ASSETS_HOME") or "data").expanduser().resolve()
+    env = os.environ if env is None else env
+    return Path(env.get("ISSUE_ASSETS_HOME") or "data").expanduser().resolve()
 
 
 def lake_uri() -> str:
@@ -34,9 +36,10 @@ def start_date() -> str:
     return os.environ.get("ISSUE_ASSETS_START_DATE") or DEFAULT_START_DATE
 
 
-def model_store_uri() -> str:
+def model_store_uri(env: Mapping[str, str] | None = None) -> str:
     """MODEL_STORE (s3://bucket/prefix) or the registry folder under ISSUE_ASSETS_HOME."""
-    return os.environ.get("MODEL_STORE") or str(home() / "registry")
+    env = os.environ if env is None else env
+    return env.get("MODEL_STORE") or str(home(env) / "registry")
 
 
 def optuna_storage() -> str:

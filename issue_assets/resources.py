@@ -22,9 +22,7 @@ class LakeResource(dg.ConfigurableResource):
     s3: S3Resource = Field(default_factory=lambda: _s3_resource())
 
     def store(self) -> ObjectStore:
-        if self.uri.startswith("s3://"):
-            return open_store(self.uri, self.s3.get_client())
-        return open_store(self.uri)
+        return open_store(self.uri, _s3_client(self.s3) if self.uri.startswith("s3://") else None)
 
 
 class GitHubResource(dg.ConfigurableResource):
@@ -44,6 +42,15 @@ class GitHubResource(dg.ConfigurableResource):
         return GitHubClient(self.api_url, self.token or None, cache=cache, **options)
 
 
+def _s3_client(s3: S3Resource):
+    """The resource's client inside a run; outside one (the CLI, the HTTP service) its EnvVar fields are
+    not resolved, and None lets `open_store` use boto3's default chain, which reads the same variables."""
+    if any(isinstance(value, dg.EnvVar) for value in (s3.aws_access_key_id, s3.aws_secret_access_key,
+                                                      s3.aws_session_token)):
+        return None
+    return s3.get_client()
+
+
 def _s3_resource() -> S3Resource:
     """Credentials from the default AWS chain, or AWS_* through EnvVar (never written into run config)."""
     kwargs = {"endpoint_url": config.aws_endpoint_url(), "region_name": config.aws_region()}
@@ -60,6 +67,4 @@ class ModelStoreResource(dg.ConfigurableResource):
     s3: S3Resource = Field(default_factory=_s3_resource)
 
     def registry(self) -> ModelRegistry:
-        if self.uri.startswith("s3://"):
-            return ModelRegistry(open_store(self.uri, self.s3.get_client()))
-        return ModelRegistry(open_store(self.uri))
+        return ModelRegistry(open_store(self.uri, _s3_client(self.s3) if self.uri.startswith("s3://") else None))

@@ -4,6 +4,7 @@ and replay servers that are always stopped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,62 @@ def postgres_unavailable() -> str | None:
     except Exception as exc:  # any failure means "no server to test against"
         return f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) unreachable: {exc}".strip()
     return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_moto_behave_like_s3(monkeypatch) -> None:
+    """Two moto artifacts that real S3 does not have, removed so that what is tested is our
+    compare-and-put and not moto's own thread safety (moto's server answers from threads of this
+    process, so the patches apply to it too, whichever process sends the requests):
+    - moto checks If-Match / If-None-Match and then writes, unlocked, so two racing conditional
+      PUTs can both succeed (S3 makes the check and the write one atomic step): serialize PutObject;
+    - moto closes an overwritten object's buffer at once, so a GET of the old object still being
+      read in another thread fails with "I/O operation on closed file" (S3 serves the old or the
+      new object): keep old buffers open for the test."""
+    import threading
+
+    import moto.s3.models
+    import moto.s3.responses
+
+    lock = threading.Lock()
+    put_object = moto.s3.responses.S3Response.put_object
+
+    def atomic_put_object(self, *args, **kwargs):
+        with lock:
+            return put_object(self, *args, **kwargs)
+
+    monkeypatch.setattr(moto.s3.responses.S3Response, "put_object", atomic_put_object)
+    monkeypatch.setattr(moto.s3.models.FakeKey, "dispose", lambda self, garbage=False: None)
+
+
+@contextmanager
+def moto_s3_server():
+    """moto's S3 over HTTP on loopback (separate processes share it), behaving like S3 under races.
+    Yields the endpoint URL; buckets are the caller's to create."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        make_moto_behave_like_s3(mp)
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            mp.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    with moto_s3_server() as endpoint:
+        yield endpoint

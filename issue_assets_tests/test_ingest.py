@@ -28,8 +28,8 @@ from issue_assets.github.export import repo_of
 from issue_assets.github.replay import ReplayServer, _Response
 from issue_assets.github.simulate import simulate_repository
 from issue_assets.ingest import layout
-from issue_assets.ingest import sync as sync_module
 from issue_assets.ingest.current import load_current, merge_current
+from issue_assets.ingest.rawlog import RawLog
 from issue_assets.ingest.sync import cursor, day_bounds, sync_incremental, sync_window
 from issue_assets.ingest.windows import plan_windows
 from issue_assets.lake import store as store_module
@@ -55,8 +55,10 @@ def make_client(server: ReplayServer, **kwargs) -> GitHubClient:
 
 
 def raw_log(store, kind: str, repo: str) -> pd.DataFrame:
-    prefix = f"raw/{kind}/{layout.repo_slug(repo)}/"
-    frames = [read_parquet(store, k) for k in store.list(prefix) if k.endswith(".parquet")]
+    """Every version the manifest commits (each part verified against its checksum)."""
+    log = RawLog(store, kind, repo)
+    doc = log.manifest()
+    frames = [log.part(e) for e in doc["months"].values()]
     if not frames:
         return pd.DataFrame(columns=["id", "updated_at"])
     return pd.concat(frames, ignore_index=True).sort_values(["id", "updated_at"]).reset_index(drop=True)
@@ -360,8 +362,7 @@ def test_killed_backfill_resumes_without_gaps_or_duplicates(demo, replay_server,
     assert_no_duplicate_versions(log)
     pd.testing.assert_frame_equal(log, clean_log)
     pd.testing.assert_frame_equal(load_current(store, kind, REPO), load_current(clean, kind, REPO))
-    state = json.loads(store.get_bytes(layout.sync_state_key(REPO)))
-    assert state["checkpoints"] == {}
+    assert RawLog(store, kind, REPO).manifest()["checkpoints"] == {}
 
 
 def test_rejects_seen_before_a_kill_survive_the_resume_once_each(demo, replay_server, tmp_path):
@@ -386,36 +387,39 @@ def test_rejects_seen_before_a_kill_survive_the_resume_once_each(demo, replay_se
 
 
 def _reject_titles(store) -> list[str]:
-    (key,) = store.list(f"rejects/{layout.repo_slug(REPO)}/issues/")
-    rejects = read_parquet(store, key)
+    rejects = RawLog(store, "issues", REPO).rejects()
     assert set(rejects["reason"]) == {"missing number"}
     return sorted(json.loads(p)["title"] for p in rejects["payload"])
 
 
 def _checkpoints(store) -> dict:
-    return json.loads(store.get_bytes(layout.sync_state_key(REPO))).get("checkpoints", {})
+    return RawLog(store, "issues", REPO).manifest()["checkpoints"]
 
 
-def test_kill_between_month_write_and_manifest_is_recovered(demo, replay_server, tmp_path, monkeypatch):
-    """Regression: a month file written but not yet in the manifest used to be invisible to every merge."""
+def test_kill_between_part_write_and_manifest_commit_loses_nothing(demo, replay_server, tmp_path, monkeypatch):
+    """A part written but never committed is invisible (an orphan for repair to sweep); the checkpoint
+    was not committed either, so the resume fetches those versions again."""
     issues, comments = demo
     clean = clean_tables(issues, comments, tmp_path, replay_server)
     server = replay_server(issues, comments)
     store = LocalStore(tmp_path / "killed")
-    original = sync_module._record_months
+    original = store.compare_and_put
     calls = {"n": 0}
 
-    def record_then_die(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Killed("killed between the month file and the manifest")
-        return original(*args, **kwargs)
+    def commit_then_die(key, data, expected):
+        if key.endswith("_manifest.json"):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise Killed("killed between the part file and the manifest")
+        return original(key, data, expected)
 
     with make_client(server) as client:
-        monkeypatch.setattr(sync_module, "_record_months", record_then_die)
+        monkeypatch.setattr(store, "compare_and_put", commit_then_die)
         with pytest.raises(Killed):
             sync_window(client, store, REPO, "issues", now=fixed_now)
-        monkeypatch.setattr(sync_module, "_record_months", original)
+        monkeypatch.setattr(store, "compare_and_put", original)
+        orphans = set(store.list("raw/")) - {e["key"] for e in RawLog(store, "issues", REPO).manifest()["months"].values()}
+        assert any(k.endswith(".parquet") for k in orphans)
         sync_window(client, store, REPO, "issues", now=fixed_now)
     merge_current(store, REPO, "issues")
     pd.testing.assert_frame_equal(load_current(store, "issues", REPO), load_current(clean, "issues", REPO))
@@ -436,10 +440,14 @@ def test_crash_in_the_last_write_does_not_hide_versions_behind_a_304(demo, repla
             item["updated_at"] = f"2029-03-0{n + 1}T00:00:00Z"
         server.add_issues(late)
 
-        def crash(*args, **kwargs):
-            raise OSError("disk full")
+        real_put = store.put_bytes
 
-        monkeypatch.setattr(sync_module, "write_parquet", crash)
+        def crash(key, data):
+            if key.startswith("raw/"):
+                raise OSError("disk full")
+            return real_put(key, data)
+
+        monkeypatch.setattr(store, "put_bytes", crash)
         with pytest.raises(OSError):
             sync_incremental(client, store, REPO, "issues", now=fixed_now)
         monkeypatch.undo()
@@ -612,9 +620,9 @@ def test_page_that_is_not_json_fails_clearly_and_keeps_files_whole(demo, store):
     assert {m: e for m, e in new_months.items() if m in old_months} == old_months
     assert sorted(set(new_months) - set(old_months)) == ["2029-07", "2029-08"]
     new_keys = sorted(k for k in after if k not in before and not k.endswith(".json"))
-    assert new_keys == [layout.raw_month_key("issues", REPO, m) for m in ("2029-07", "2029-08")]
+    assert new_keys == sorted(new_months[m]["key"] for m in ("2029-07", "2029-08"))
     for month, n in (("2029-07", 100), ("2029-08", 100)):
-        assert len(read_parquet(store, layout.raw_month_key("issues", REPO, month))) == n
+        assert len(read_parquet(store, new_months[month]["key"])) == n
     assert not [k for k in store.list() if ".tmp" in k]
 
 
@@ -670,9 +678,8 @@ def test_odd_items_are_handled_and_bad_ones_rejected_with_reasons(replay_server,
     assert table.loc[5, "closed_at"] == utc("2022-01-01T12:00:00Z")  # no zone: read as UTC
     assert table.loc[5, "quality_flags"] == ""
     assert table.loc[6, "is_pull_request"] and not table.loc[1, "is_pull_request"]
-    rejects_keys = store.list(f"rejects/{layout.repo_slug(REPO)}/issues/")
-    assert len(rejects_keys) == 1
-    rejects = read_parquet(store, rejects_keys[0])
+    assert len(RawLog(store, "issues", REPO).manifest()["rejects"]) == 1
+    rejects = RawLog(store, "issues", REPO).rejects()
     reasons = dict(zip(rejects["payload"].map(lambda p: json.loads(p)["title"]), rejects["reason"], strict=True))
     assert reasons == {"no id": "missing id", "no number": "missing number",
                        "no created_at": "missing created_at", "garbage created_at": "unparseable created_at"}
@@ -732,7 +739,7 @@ def test_crash_mid_write_parquet_keeps_the_previous_table(demo, replay_server, s
     for sabotage in ("put_bytes", "write_table"):
         with monkeypatch.context() as m:
             if sabotage == "put_bytes":
-                m.setattr(store, "put_bytes", half_written)
+                m.setattr(store, "_write", half_written)
             else:
                 m.setattr(store_module.pq, "write_table", broken_write_table)
             with pytest.raises(OSError):
@@ -759,3 +766,47 @@ def test_mixed_offsets_and_naive_timestamps_each_parse_on_their_own():
     assert parsed[:3] == [utc, utc, utc]
     assert pd.isna(parsed[3]) and pd.isna(parsed[4])
     assert parsed[5] == pd.Timestamp("2020-01-01T05:00:00.5", tz="UTC")
+
+
+def test_full_sync_sends_no_cached_validator(demo, replay_server, store, tmp_path):
+    """`ingest --full` re-reads every page whole: a damaged part must not hide behind a 304 from what an
+    earlier run stored. The validators it sees are still recorded, so the next poll is one 304."""
+    issues, comments = demo
+    server = replay_server(issues, comments)
+    cache_path = tmp_path / "http_cache.json"
+    with make_client(server, cache=ConditionalCache(cache_path)) as client:
+        sync_all(client, store, REPO, kinds=("issues",))
+    server.reset_stats()
+    with make_client(server, cache=ConditionalCache(cache_path)) as client:
+        full = sync_window(client, store, REPO, "issues", None, None, now=fixed_now, full=True)
+    assert full.not_modified == 0 and full.requests == 6 and full.new_versions == 0 and full.items_fetched == 600
+    assert server.stats()["by_endpoint_status"] == {"issues": {"200": 6}}
+    server.reset_stats()
+    with make_client(server, cache=ConditionalCache(cache_path)) as client:
+        poll = sync_incremental(client, store, REPO, "issues", now=fixed_now)
+    assert poll.requests == 1 and poll.not_modified == 1
+
+
+def test_first_seen_is_the_earliest_observation_whatever_order_windows_arrive_in(demo, replay_server, tmp_path):
+    """A newer version merged first, an older one (observed earlier) later: first_seen_at is still the
+    earliest observation, as when they arrive in time order (two writers, or a backfill of older days)."""
+    issues, comments = demo
+    old = [copy.deepcopy(i) for i in issues[:40]]
+    new = []
+    for n, item in enumerate(old):
+        item = copy.deepcopy(item)
+        item.update(title=f"edited {n}", updated_at=f"2029-09-{1 + n % 20:02d}T00:00:00Z")
+        new.append(item)
+    servers = {"old": replay_server(old), "new": replay_server(new)}
+    times = {"old": datetime(2029, 8, 1, tzinfo=UTC), "new": datetime(2029, 10, 1, tzinfo=UTC)}
+    tables = []
+    for order in (("old", "new"), ("new", "old")):
+        store = LocalStore(tmp_path / "-".join(order))
+        for name in order:
+            with make_client(servers[name]) as client:
+                sync_window(client, store, REPO, "issues", now=lambda name=name: times[name])
+            merge_current(store, REPO, "issues")
+        tables.append(load_current(store, "issues", REPO))
+    pd.testing.assert_frame_equal(tables[1], tables[0])
+    assert (tables[0]["first_seen_at"] == pd.Timestamp(times["old"])).all()
+    assert tables[0]["title"].str.startswith("edited").all()

@@ -7,10 +7,12 @@ import threading
 import boto3
 import pandas as pd
 import pytest
+from conftest import make_moto_behave_like_s3
 from moto import mock_aws
 
 from issue_assets.lake.documents import read_json, update_json, write_json
 from issue_assets.lake.store import (
+    DamagedFile,
     KeyNotFound,
     LocalStore,
     S3Store,
@@ -133,7 +135,7 @@ def test_update_json_retries_on_conflict(store):
 
 def test_concurrent_update_json_loses_no_increment(store, monkeypatch):
     if isinstance(store, S3Store):
-        _make_moto_behave_like_s3_under_threads(monkeypatch)
+        make_moto_behave_like_s3(monkeypatch)
     write_json(store, "counter.json", {"n": 0})
 
     def bump():
@@ -146,28 +148,6 @@ def test_concurrent_update_json_loses_no_increment(store, monkeypatch):
     for t in threads:
         t.join(timeout=60)
     assert read_json(store, "counter.json") == {"n": 20}
-
-
-def _make_moto_behave_like_s3_under_threads(monkeypatch):
-    """Two moto artifacts that real S3 does not have, removed so that what is tested is our
-    compare-and-put and not moto's thread safety:
-    - moto checks If-Match / If-None-Match and then writes, unlocked, so two racing conditional
-      PUTs can both succeed (S3 makes the check and the write one atomic step): serialize them;
-    - moto closes an overwritten object's buffer at once, so a GET of the old object still being
-      read in another thread fails with "I/O operation on closed file" (S3 serves the old or the
-      new object): keep old buffers open for the test."""
-    import moto.s3.models
-    import moto.s3.responses
-
-    lock = threading.Lock()
-    put_object = moto.s3.responses.S3Response.put_object
-
-    def atomic_put_object(self, *args, **kwargs):
-        with lock:
-            return put_object(self, *args, **kwargs)
-
-    monkeypatch.setattr(moto.s3.responses.S3Response, "put_object", atomic_put_object)
-    monkeypatch.setattr(moto.s3.models.FakeKey, "dispose", lambda self, garbage=False: None)
 
 
 def test_parquet_round_trip(store):
@@ -190,11 +170,12 @@ def test_unreadable_parquet_and_json_name_the_key(store):
     store.put_bytes("tables/broken.parquet", b"PAR1 this is not parquet")
     with pytest.raises(StoreError) as info:
         read_parquet(store, "tables/broken.parquet")
-    assert "tables/broken.parquet" in str(info.value) and "not a readable parquet file" in str(info.value)
-    assert not isinstance(info.value, KeyNotFound)
+    assert str(info.value) == (f"lake file {store.uri}/tables/broken.parquet is damaged (not a whole parquet "
+                               "file: 24 bytes without both PAR1 marks); run `issue-assets repair`")
+    assert isinstance(info.value, DamagedFile) and not isinstance(info.value, KeyNotFound)
     store.put_bytes("state/broken.json", b"{not json")
-    with pytest.raises(StoreError, match="state/broken.json is not valid JSON"):
-        read_json(store, "state/broken.json")
+    with pytest.raises(DamagedFile, match=r"state/broken.json is damaged \(not valid JSON: .*\); run `x`$"):
+        read_json(store, "state/broken.json", remedy="x")
 
 
 def test_local_store_hides_temporary_files_and_lock_files(tmp_path):

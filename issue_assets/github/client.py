@@ -49,6 +49,8 @@ import orjson
 import requests
 from requests.utils import parse_header_links
 
+from issue_assets.lake.keys import check_repo as validate_repo
+
 from .clock import Clock, SystemClock
 from .conditional_cache import ConditionalCache
 
@@ -70,7 +72,6 @@ _RETRYABLE_TRANSPORT = (
     requests.exceptions.ContentDecodingError,
 )
 _BROKEN_BODY = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
-_NAME_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 _REPO_IN_PATH = re.compile(r"^/?repos/([^/?#]+/[^/?#]+)")
 _ISSUE_STATES = ("open", "closed", "all")
 
@@ -189,8 +190,9 @@ class _Prefetch:
     waits, and retries) itself. Every request still goes through the client's in-flight lock.
     """
 
-    def __init__(self, client: GitHubClient, url: str, ahead: Callable[[], int]):
+    def __init__(self, client: GitHubClient, url: str, ahead: Callable[[], int], conditional: bool = True):
         self.url = url
+        self._conditional = conditional
         self._client = client
         self._ahead = ahead
         self._cond = threading.Condition()
@@ -210,7 +212,7 @@ class _Prefetch:
                     if self._stopped or url is None:
                         return
                 try:
-                    outcome = self._client._attempt(url, conditional=True)
+                    outcome = self._client._attempt(url, conditional=self._conditional)
                 except BaseException as exc:  # surfaced in the caller's thread by _fetch
                     outcome = _Attempt(error=exc)
                 following = None
@@ -252,14 +254,6 @@ class _Prefetch:
             self._cond.notify_all()
         self._thread.join()
         self._client._forget_prefetch(self)
-
-
-def validate_repo(repo: str) -> str:
-    """Return `repo` if it is OWNER/NAME, else raise ValueError naming it."""
-    parts = repo.split("/") if isinstance(repo, str) else []
-    if len(parts) != 2 or not all(_NAME_PART.match(p) and p not in (".", "..") for p in parts):
-        raise ValueError(f"repository must look like OWNER/NAME, got {repo!r}")
-    return repo
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -402,13 +396,16 @@ class GitHubClient:
             params["since"] = since
         return self._url(f"/repos/{repo}/issues/comments", params)
 
-    def iter_issue_pages(self, repo: str, since: str | None = None, state: str = "all") -> Iterator[Page]:
+    def iter_issue_pages(self, repo: str, since: str | None = None, state: str = "all", *,
+                         conditional: bool = True) -> Iterator[Page]:
+        """`conditional=False` sends no validators (every page comes back whole) and still records the
+        new ones: a full re-read that must not trust what earlier runs stored."""
         return self._iter_pages(self.issue_pages_url(repo, since, state), repo=repo,
-                                subject=f"repository {repo}")
+                                subject=f"repository {repo}", conditional=conditional)
 
-    def iter_comment_pages(self, repo: str, since: str | None = None) -> Iterator[Page]:
+    def iter_comment_pages(self, repo: str, since: str | None = None, *, conditional: bool = True) -> Iterator[Page]:
         return self._iter_pages(self.comment_pages_url(repo, since), repo=repo,
-                                subject=f"repository {repo}")
+                                subject=f"repository {repo}", conditional=conditional)
 
     def expect_unchanged_since(self, url: str, newest: float) -> bool:
         """Remember `newest` (epoch seconds of the newest stored item) as the Last-Modified of a
@@ -422,7 +419,7 @@ class GitHubClient:
 
     # ---- paging -------------------------------------------------------------------------------
 
-    def _iter_pages(self, url: str, *, repo: str | None, subject: str) -> Iterator[Page]:
+    def _iter_pages(self, url: str, *, repo: str | None, subject: str, conditional: bool = True) -> Iterator[Page]:
         staged: dict[str, dict] = {}
         visited = {url}
         pending: _Prefetch | None = None
@@ -430,7 +427,7 @@ class GitHubClient:
         number = 1
         served = [0]  # pages handed to the caller: the read-ahead grows with it (1, 2, .. PREFETCH_DEPTH)
         try:
-            fetched = self._fetch(url, number, repo=repo, subject=subject, conditional=True)
+            fetched = self._fetch(url, number, repo=repo, subject=subject, conditional=conditional)
             while True:
                 page, next_url = self._page_from(fetched, number, staged)
                 if next_url is not None:
@@ -442,7 +439,8 @@ class GitHubClient:
                     if self.prefetch and self._may_prefetch() and (pending is None or not pending.covers(next_url)):
                         if pending is not None:
                             pending.close()
-                        pending = self._start_prefetch(next_url, lambda: min(PREFETCH_DEPTH, served[0] + 1))
+                        pending = self._start_prefetch(next_url, lambda: min(PREFETCH_DEPTH, served[0] + 1),
+                                                       conditional)
                 self._emit("page", {"repo": repo, "url": _display_url(page.url), "number": number,
                                     "items": len(page.items), "not_modified": page.not_modified,
                                     "has_next": page.has_next})
@@ -452,7 +450,7 @@ class GitHubClient:
                     break
                 number += 1
                 first = pending.result(next_url) if pending is not None else None
-                fetched = self._fetch(next_url, number, repo=repo, subject=subject, conditional=True,
+                fetched = self._fetch(next_url, number, repo=repo, subject=subject, conditional=conditional,
                                       first=first)
             completed = True
         finally:
@@ -488,8 +486,8 @@ class GitHubClient:
         with self._state_lock:
             return self._reset_at is None and not self._closed
 
-    def _start_prefetch(self, url: str, ahead: Callable[[], int]) -> _Prefetch:
-        pending = _Prefetch(self, url, ahead)
+    def _start_prefetch(self, url: str, ahead: Callable[[], int], conditional: bool = True) -> _Prefetch:
+        pending = _Prefetch(self, url, ahead, conditional)
         with self._state_lock:
             self._prefetches.add(pending)
         return pending

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 class ExportError(ValueError):
     """An export file that cannot be read; the message names the file and line."""
+
+
+# What a truncated or damaged gzip stream raises while it is read (EOFError: cut off before its end).
+BROKEN_STREAM = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def reading(path: Path, where: Callable[[], str]):
+    """Turn a damaged compressed stream into ExportError naming the file and how far it was read."""
+    try:
+        yield
+    except BROKEN_STREAM as exc:
+        reason = "truncated: the compressed stream ends early" if isinstance(exc, EOFError) else \
+            f"damaged compressed data ({' '.join(str(exc).split())})"
+        raise ExportError(f"{path}: {reason}, {where()}") from None
 
 
 def _open_text(path: Path):
@@ -25,7 +42,8 @@ def iter_export(path: str | Path) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         raise ExportError(f"export file not found: {path}")
-    with _open_text(path) as fh:
+    lineno = 0
+    with _open_text(path) as fh, reading(path, lambda: f"after line {lineno}"):
         first = fh.read(1)
         while first and first.isspace():
             first = fh.read(1)
@@ -40,7 +58,6 @@ def iter_export(path: str | Path) -> Iterator[dict]:
                 else:
                     yield obj
             return
-        lineno = 0
         pending = first
         for line in fh:
             lineno += 1
@@ -51,7 +68,7 @@ def iter_export(path: str | Path) -> Iterator[dict]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ExportError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                raise ExportError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if isinstance(obj, list):
                 yield from obj
             else:

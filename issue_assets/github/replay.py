@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 from .clock import Clock, SystemClock
-from .export import ExportError, iter_export, repo_of
+from .export import ExportError, iter_export, reading, repo_of
 
 DOCS = "https://docs.github.com/rest"
 ISSUE_SORTS = ("created", "updated", "comments")
@@ -88,13 +88,14 @@ def _iter_export_raw(path: str | Path) -> Iterator[tuple[dict, bytes | None]]:
         raise ExportError(f"export file not found: {path}")
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+    lineno = 0
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh, reading(path, lambda: "at its start"):
         head = fh.read(4096).lstrip()
         if head.startswith(b"["):
             for obj in iter_export(path):
                 yield obj, None
             return
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh, reading(path, lambda: f"after line {lineno}"):
         for lineno, line in enumerate(fh, 1):
             line = line.strip()
             if not line:
@@ -105,13 +106,13 @@ def _iter_export_raw(path: str | Path) -> Iterator[tuple[dict, bytes | None]]:
             except UnicodeDecodeError:
                 raw = None
                 obj = None
-            except ValueError as exc:
-                raise ExportError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            except json.JSONDecodeError as exc:
+                raise ExportError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if obj is None:
                 try:
                     obj = json.loads(line.decode("utf-8", "surrogateescape"))
-                except ValueError as exc:
-                    raise ExportError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+                except json.JSONDecodeError as exc:
+                    raise ExportError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if isinstance(obj, list):
                 for sub in obj:
                     yield sub, None

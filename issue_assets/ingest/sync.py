@@ -2,11 +2,13 @@
 
 A window [start, end) costs one stream of pages sorted by `updated_at` ascending from `since=start`,
 stopped at the first item updated at or after `end`; a full history is the window [None, None).
-Dagster partitions the log by day of `updated_at`; on disk a repository's log is one parquet file per
-month (a full history is hundreds of files, not thousands). A month file is written as soon as the
-sweep has passed its month, merged with what it already holds (deduplicated on id + updated_at, the
-earliest observation kept), so a re-run is idempotent and a killed sweep resumes from its checkpoint
-with no gap and no duplicate.
+Dagster partitions the log by day of `updated_at`; in the store a repository's log is one immutable
+parquet part per month named by a manifest (see `issue_assets.ingest.rawlog`). A month is committed as
+soon as the sweep has passed it: its versions merged into the month's part (deduplicated on id +
+updated_at, the earliest observation kept), written as a new part, and the manifest swapped by
+compare-and-put together with the window's checkpoint and any rejects. A re-run is idempotent, a
+killed sweep resumes from its checkpoint with no gap and no duplicate, and concurrent sweeps of one
+repository merge instead of overwriting each other.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import pandas as pd
 
 from issue_assets.github.normalize import comment_versions, issue_versions
 from issue_assets.ingest import layout
-from issue_assets.lake.documents import read_json, update_json
-from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet, write_parquet
+from issue_assets.ingest.rawlog import RawLog
+from issue_assets.lake.documents import update_json
+from issue_assets.lake.store import ObjectStore
 
 log = logging.getLogger("issue_assets.ingest")
 
@@ -76,56 +79,28 @@ def _item_time(item) -> datetime | None:
     return parse_time(item.get("updated_at")) or parse_time(item.get("created_at"))
 
 
-def _pages(client, kind: str, repo: str, since: str | None):
+def _pages(client, kind: str, repo: str, since: str | None, conditional: bool = True):
     if kind == "issues":
-        return client.iter_issue_pages(repo, since=since)
-    return client.iter_comment_pages(repo, since=since)
+        return client.iter_issue_pages(repo, since=since, conditional=conditional)
+    return client.iter_comment_pages(repo, since=since, conditional=conditional)
 
 
-def write_month(store: ObjectStore, kind: str, repo: str, month: str, new: pd.DataFrame) -> int:
-    """Merge new versions into one month file of the log; returns how many versions were new."""
-    return _write_month(store, kind, repo, month, new)[0]
-
-
-def _write_month(store: ObjectStore, kind: str, repo: str, month: str, new: pd.DataFrame) -> tuple[int, int]:
-    """(versions added, rows the month file holds afterwards)."""
-    key = layout.raw_month_key(kind, repo, month)
-    old = None
-    if store.exists(key):
-        try:
-            old = read_parquet(store, key)
-        except KeyNotFound:
-            old = None
-    if old is not None and len(old):
-        seen = pd.MultiIndex.from_frame(old[["id", "updated_at"]])
-        fresh = new.loc[~pd.MultiIndex.from_frame(new[["id", "updated_at"]]).isin(seen)]
-    else:
-        fresh = new
-    fresh = fresh.sort_values("fetched_at").drop_duplicates(["id", "updated_at"], keep="first")
-    held = len(old) if old is not None else 0
-    if fresh.empty:
-        return 0, held
-    merged = pd.concat([old, fresh], ignore_index=True) if old is not None and len(old) else fresh
+def merge_versions(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame | None, int]:
+    """(month part holding both, or None if `old` already holds everything; versions added). A version
+    seen twice keeps its earliest observation, whichever writer stored it first, so the log is the same
+    whatever order concurrent writers commit in."""
+    if old is None or not len(old):
+        merged = new.sort_values("fetched_at", kind="stable").drop_duplicates(["id", "updated_at"], keep="first")
+        return merged.sort_values(["updated_at", "id"], kind="stable").reset_index(drop=True), len(merged)
+    both = pd.concat([old, new], ignore_index=True).sort_values("fetched_at", kind="stable")
+    merged = both.drop_duplicates(["id", "updated_at"], keep="first")
     merged = merged.sort_values(["updated_at", "id"], kind="stable").reset_index(drop=True)
-    write_parquet(store, key, merged)
-    return len(fresh), len(merged)
-
-
-def _record_months(store: ObjectStore, kind: str, repo: str, counts: dict[str, int]) -> None:
-    """Bump the manifest sequence of every month file written, so merges read only what changed.
-
-    `counts` maps a month to the rows its file now holds.
-    """
-
-    def change(doc):
-        seq = int(doc.get("seq", 0)) + 1
-        months = doc.setdefault("months", {})
-        for month, rows in counts.items():
-            months[month] = {"rows": int(rows), "seq": seq}
-        doc["seq"] = seq
-        return doc
-
-    update_json(store, layout.raw_manifest_key(kind, repo), change, default=dict)
+    added = len(merged) - len(old)
+    if not added:
+        same_order = old.sort_values(["updated_at", "id"], kind="stable")
+        if (same_order["fetched_at"].to_numpy() == merged["fetched_at"].to_numpy()).all():
+            return None, 0
+    return merged, added
 
 
 def _window_id(start: datetime | None, end: datetime | None) -> str:
@@ -134,8 +109,13 @@ def _window_id(start: datetime | None, end: datetime | None) -> str:
 
 def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetime | None = None,
                 end: datetime | None = None, *, now: Callable[[], datetime] | None = None,
-                on_progress: Callable[[str], None] | None = None, resume: bool = True) -> SyncResult:
-    """Fetch every `kind` ("issues" or "comments") item of `repo` updated in [start, end) into the raw log."""
+                on_progress: Callable[[str], None] | None = None, resume: bool = True,
+                full: bool = False) -> SyncResult:
+    """Fetch every `kind` ("issues" or "comments") item of `repo` updated in [start, end) into the raw log.
+
+    `full` re-reads the window from its start without sending any cached validator (so no page is
+    answered 304 from what earlier runs stored) and without resuming from a checkpoint.
+    """
     layout.check_repo(repo)
     if kind not in _NORMALIZE:
         raise ValueError(f"kind must be one of {sorted(_NORMALIZE)}, got {kind!r}")
@@ -143,47 +123,57 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
     began = time.perf_counter()
     stats_before = client.stats.as_dict()
     result = SyncResult(repo, kind, iso(start), iso(end))
-    state_key = layout.sync_state_key(repo)
+    rawlog = RawLog(store, kind, repo)
     window = _window_id(start, end)
-    checkpoint = (read_json(store, state_key, default={}) or {}).get("checkpoints", {}).get(f"{kind}:{window}")
+    manifest = rawlog.check()
+    checkpoint = manifest["checkpoints"].get(window)
     since = start
-    if resume and checkpoint:
+    if resume and not full and checkpoint:
         since = parse_time(checkpoint)
         result.resumed_from = checkpoint
         log.info("%s %s: resuming window %s from checkpoint %s", repo, kind, window, checkpoint)
 
     buffers: dict[str, list] = defaultdict(list)
     rejects: list[pd.DataFrame] = []
-    rejects_key = layout.rejects_key(repo, kind, window.replace(":", "").replace("..", "_"))
     max_seen: datetime | None = None
 
     def flush(months: list[str], through: datetime | None) -> None:
-        counts = {}
-        recorded = None
+        batches = {}
         for month in months:
             frames = buffers.pop(month)
-            versions = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            added, held = _write_month(store, kind, repo, month, versions)
-            result.new_versions += added
-            if added:
-                counts[month] = held
-                result.months_written.append(month)
-            else:
-                # A run killed between a month write and its manifest entry left rows no merge knows of.
-                if recorded is None:
-                    recorded = (read_json(store, layout.raw_manifest_key(kind, repo), default={}) or {}
-                                ).get("months", {})
-                if held and int(recorded.get(month, {}).get("rows", -1)) != held:
-                    counts[month] = held
-        if counts:
-            _record_months(store, kind, repo, counts)
-        if through is not None:
-            # Rejects first: a resume starts after the checkpoint and would never see these items again.
-            _save_rejects(store, rejects_key, rejects)
-            _checkpoint(store, state_key, f"{kind}:{window}", iso(through))
+            batches[month] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        outcome: dict = {}
+
+        def change(doc: dict, work) -> bool:
+            outcome.clear()
+            added, written = 0, []
+            for month, versions in batches.items():
+                merged, fresh = merge_versions(rawlog.read_month(doc, month), versions)
+                if merged is None:
+                    continue
+                rawlog.put_month(doc, work, month, merged)
+                added += fresh
+                if fresh:
+                    written.append(month)
+            rawlog.add_rejects(doc, work, rejects)
+            rawlog.bump(doc)
+            moved = False
+            if through is not None:
+                # A resume starts after the checkpoint: the data and rejects before it are in this commit.
+                held = parse_time(doc["checkpoints"].get(window))
+                if held is None or through > held:
+                    doc["checkpoints"][window] = iso(through)
+                    moved = True
+            outcome.update(added=added, months=written)
+            return moved
+
+        rawlog.commit(change)
+        rejects.clear()
+        result.new_versions += outcome.get("added", 0)
+        result.months_written.extend(outcome.get("months", []))
 
     stop = False
-    pages = _pages(client, kind, repo, iso(since))
+    pages = _pages(client, kind, repo, iso(since), conditional=not full)
     try:
         for page in pages:
             result.pages += 1
@@ -218,7 +208,7 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
                     flush(done, through)
             if stop:
                 break
-            if not page.has_next and buffers:
+            if not page.has_next and (buffers or rejects):
                 # Before asking for the end of the iteration: that is when the client commits the
                 # pages' validators, and a later 304 must never stand for versions not yet stored.
                 flush(sorted(buffers), None)
@@ -226,10 +216,9 @@ def sync_window(client, store: ObjectStore, repo: str, kind: str, start: datetim
         close = getattr(pages, "close", None)
         if close:
             close()
-    if buffers:
+    if buffers or rejects:
         flush(sorted(buffers), None)
-    _save_rejects(store, rejects_key, rejects)
-    _finish(store, state_key, kind, window, start, max_seen)
+    _finish(rawlog, window, start, end, max_seen, full)
     if end is None and max_seen is not None and max_seen <= now() - timedelta(seconds=1):
         _expect_unchanged(client, store, repo, kind, max_seen)
     after = client.stats.as_dict()
@@ -254,40 +243,35 @@ def _by_month(versions: pd.DataFrame):
         yield np.datetime_as_string(month, unit="M"), versions[codes == code]
 
 
-def _save_rejects(store: ObjectStore, key: str, pending: list[pd.DataFrame]) -> None:
-    """Add `pending` (emptied) to the window's rejects file: items seen again by a re-run are kept once."""
-    if not pending:
-        return
-    frames = ([read_parquet(store, key)] if store.exists(key) else []) + pending
-    frame = pd.concat(frames, ignore_index=True).drop_duplicates(
-        subset=["kind", "id", "number", "reason", "payload"], keep="first", ignore_index=True)
-    write_parquet(store, key, frame)
-    pending.clear()
+def _finish(rawlog: RawLog, window: str, start: datetime | None, end: datetime | None,
+            max_seen: datetime | None, full: bool) -> None:
+    """Drop the window's checkpoint; advance the cursor when the window joins what is already stored;
+    clear a repair's refetch mark once an unconditional sweep from at or before it has finished."""
+    cursor_moved = {}
 
-
-def _checkpoint(store: ObjectStore, key: str, name: str, through: str | None) -> None:
-    def change(doc):
-        doc.setdefault("checkpoints", {})[name] = through
-        return doc
-
-    update_json(store, key, change, default=dict)
-
-
-def _finish(store: ObjectStore, key: str, kind: str, window: str, start: datetime | None,
-            max_seen: datetime | None) -> None:
-    """Drop the window's checkpoint; advance the cursor when the window joins what is already stored."""
-
-    def change(doc):
-        doc.setdefault("checkpoints", {}).pop(f"{kind}:{window}", None)
-        cursors = doc.setdefault("cursors", {})
-        prev = parse_time(cursors.get(kind))
+    def change(doc: dict, work) -> bool:
+        changed = doc["checkpoints"].pop(window, None) is not None
+        prev = parse_time(doc.get("cursor"))
         contiguous = start is None or (prev is not None and start <= prev)
         if max_seen is not None and contiguous and (prev is None or max_seen > prev):
-            cursors[kind] = iso(max_seen)
-        doc.setdefault("windows_done", {})[f"{kind}:{window}"] = iso(datetime.now(UTC))
-        return doc
+            doc["cursor"] = iso(max_seen)
+            changed = True
+        refetch = doc.get("refetch")
+        if refetch is not None and full and end is None and (
+                start is None or (refetch != "beginning" and start <= parse_time(refetch))):
+            doc["refetch"] = None
+            changed = True
+        cursor_moved["to"] = doc.get("cursor") if doc.get("cursor") != iso(prev) else None
+        return changed
 
-    update_json(store, key, change, default=dict)
+    rawlog.commit(change)
+    if cursor_moved.get("to"):
+        # A copy for rebuilding a damaged manifest; written after the manifest, so never ahead of it.
+        def mirror(doc):
+            doc.setdefault("cursors", {})[rawlog.kind] = cursor_moved["to"]
+            return doc
+
+        update_json(rawlog.store, layout.sync_state_key(rawlog.repo), mirror, default=dict, remedy=rawlog.remedy)
 
 
 def _expect_unchanged(client, store: ObjectStore, repo: str, kind: str, max_seen: datetime) -> None:
@@ -307,13 +291,19 @@ def _expect_unchanged(client, store: ObjectStore, repo: str, kind: str, max_seen
 
 def cursor(store: ObjectStore, repo: str, kind: str) -> datetime | None:
     """The newest updated_at an open-ended sync has stored: where the next incremental sync starts."""
-    doc = read_json(store, layout.sync_state_key(repo), default={}) or {}
-    return parse_time(doc.get("cursors", {}).get(kind))
+    return parse_time(RawLog(store, kind, repo).manifest().get("cursor"))
 
 
 def sync_incremental(client, store: ObjectStore, repo: str, kind: str, **kwargs) -> SyncResult:
-    """Everything updated since the stored cursor (the whole history on the first call)."""
-    return sync_window(client, store, repo, kind, cursor(store, repo, kind), None, **kwargs)
+    """Everything updated since the stored cursor (the whole history on the first call). After a
+    repair dropped a damaged part, from where it marked, without validators."""
+    doc = RawLog(store, kind, repo).manifest()
+    refetch = doc.get("refetch")
+    if refetch is not None:
+        start = None if refetch == "beginning" else parse_time(refetch)
+        log.warning("%s %s: re-reading from %s without cached validators (marked by repair)", repo, kind, refetch)
+        return sync_window(client, store, repo, kind, start, None, **{**kwargs, "full": True})
+    return sync_window(client, store, repo, kind, parse_time(doc.get("cursor")), None, **kwargs)
 
 
 def day_bounds(day: str) -> tuple[datetime, datetime]:

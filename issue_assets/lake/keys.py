@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 
-REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_NAME_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def check_repo(repo: str) -> str:
-    if not isinstance(repo, str) or not REPO_RE.match(repo) or repo.split("/")[1] in (".", ".."):
+    """`repo` if it is OWNER/NAME (letters, digits, '_', '.', '-'; neither part "." or ".."), else ValueError
+    naming it. The one rule for a repository name: keys, the CLI, sources and the GitHub client use it."""
+    parts = repo.split("/") if isinstance(repo, str) else []
+    if len(parts) != 2 or not all(_NAME_PART.match(p) and p not in (".", "..") for p in parts):
         raise ValueError(f"repository must look like OWNER/NAME, got {repo!r}")
     return repo
 
@@ -26,8 +29,10 @@ def features_key(repo: str) -> str:
     return f"features/{repo_slug(repo)}.parquet"
 
 
-def features_inputs_key(repo: str, kind: str) -> str:
-    return f"features/{repo_slug(repo)}.inputs.{kind}.parquet"
+def features_inputs_key(repo: str, kind: str, unique: str | None = None) -> str:
+    """An input snapshot part (`unique` given) or, without it, the snapshot file of an older lake."""
+    tail = f".{unique}" if unique else ""
+    return f"features/{repo_slug(repo)}.inputs.{kind}{tail}.parquet"
 
 
 def feature_snapshot_key(repo: str) -> str:

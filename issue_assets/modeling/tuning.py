@@ -29,8 +29,11 @@ best parameters and therefore the same model.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
 import multiprocessing
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -152,21 +155,64 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def make_storage(url: str, heartbeat_seconds: int | None = 60) -> optuna.storages.RDBStorage:
-    """An RDBStorage for `url`; SQLite gets a 60 s lock timeout, WAL and synchronous=NORMAL."""
+    """An RDBStorage for `url`; SQLite gets a 60 s lock timeout, WAL and synchronous=NORMAL.
+
+    Creating the schema of a fresh database is not safe for two processes at once (both create the
+    tables, both stamp alembic_version: "table ... already exists", "UNIQUE constraint failed:
+    alembic_version"): a SQLite file is initialised under an exclusive lock on a file beside it, and
+    any URL retries the initialisation when it lost that race to another host.
+    """
     sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=None if heartbeat_seconds is None else 4 * heartbeat_seconds,
-        )
+    for attempt in range(INIT_ATTEMPTS):
+        try:
+            with _init_lock(url), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_seconds,
+                    grace_period=None if heartbeat_seconds is None else 4 * heartbeat_seconds,
+                )
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt == INIT_ATTEMPTS - 1 or not _lost_init_race(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
     if sqlite:
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()
     return storage
+
+
+INIT_ATTEMPTS = 8
+
+
+def _lost_init_race(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "alembic_version" in text or "already exists" in text or "database is locked" in text \
+        or "duplicate key" in text
+
+
+@contextlib.contextmanager
+def _init_lock(url: str):
+    """An exclusive lock on `<database>.init.lock` for a SQLite file URL; nothing for other databases."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.init.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def make_sampler(seed: int, parallel: bool) -> optuna.samplers.TPESampler:

@@ -10,6 +10,7 @@ from issue_assets.registry.registry import (
     RegistryError,
     default_registry,
 )
+from issue_assets.registry.repair import RegistryRepair, repair_registry
 
 __all__ = [
     "HISTORY",
@@ -19,7 +20,9 @@ __all__ = [
     "ModelRegistry",
     "PromotionConflict",
     "RegistryError",
+    "RegistryRepair",
     "decide",
     "default_registry",
+    "repair_registry",
     "score_on_window",
 ]

@@ -6,9 +6,12 @@ Layout under the store root::
     models/<version>/calibration.json  calibrator + feature names + model sha256
     models/<version>/metadata.json     as-of, windows, row counts, features, params, metrics, ...
     models/<version>/*.png             plots
-    models/champion.json               pointer: {version, model_sha256, sequence, previous, ...}
+    models/champion.json               pointer: {version, model_sha256, sequence, previous, stack, event}
     models/latest_model.json           a byte copy of the champion's model.json
     models/model_metadata.json         history: every registration, decision, promotion, rollback
+    models/events/<id>.json            each history event on its own (a registration's also carries the
+                                       version's metadata and calibration), written before the history
+    models/claims/<number>             version numbers taken
 
 Concurrency, by optimistic compare-and-put only (flock-guarded compare locally, S3 conditional
 `If-Match`/`If-None-Match` writes remotely; see `issue_assets.lake.store`):
@@ -16,25 +19,33 @@ Concurrency, by optimistic compare-and-put only (flock-guarded compare locally, 
 * A version number is claimed by creating `models/claims/<number>` with "must not exist"; the
   loser of a race takes the next number. All version files are written before the history records
   the version, and nothing points at a version the history does not record.
-* The champion pointer is the commit point of a promotion. It carries a `sequence` that grows by
-  one per change, and is replaced only with `compare_and_put` against the version read (re-read
-  and retry on conflict), so two racing promotions are serialised and neither is lost.
-* The history is appended with the same read / compare-and-put / retry loop; events carry the
-  pointer sequence, so the champion chain (for rollback) is replayed in sequence order.
+* The champion pointer is the commit point of a promotion or rollback. It is replaced only by
+  compare-and-put against the version read (re-read and retry on conflict), with a `sequence` that
+  grows by one per change. It holds, in that one atomic record, the champion chain rollback walks
+  (`stack`) and the history event of its own change (`event`).
+* The history (and each event's own object) is written after the pointer. A reader that finds the
+  pointer's event missing from it (a promoter killed in between) adds it in memory, and every writer
+  adds it for good before it replaces the pointer, so pointer and history never disagree for good,
+  whatever moment a process is killed at. Events carry unique ids: adding one twice is a no-op.
 * `latest_model.json` is derived: after its pointer write, a promoter copies the model of the
   pointer's *current* version, re-reads the pointer, and repeats if the sequence moved. The last
-  copy therefore always matches the final pointer. A reader that finds a mismatch re-checks a few
-  times (a promotion may be between its two writes), then raises `RegistryError` naming the key;
-  nothing is ever silently replaced (`repair_latest()` is the explicit fix).
+  copy therefore always matches the final pointer. A reader that finds it missing or holding an
+  earlier registered model (a promotion killed before its copy) completes the copy; bytes that are no
+  registered model are damage, reported with the way out (`issue-assets model repair`).
+* `registry.repair.repair_registry` restores what can be derived: the history from the event objects, metadata and
+  calibration from registration events, the pointer from the history, latest_model.json from the
+  champion's model, and the champion's model.json from latest_model.json.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +58,8 @@ import pandas as pd
 
 import issue_assets
 from issue_assets import config
-from issue_assets.lake.store import KeyNotFound, LocalStore, ObjectStore, StoreError, open_store
+from issue_assets.lake.documents import seal, unseal
+from issue_assets.lake.store import DamagedFile, KeyNotFound, ObjectStore, StoreError, open_store
 from issue_assets.modeling.training import TrainedModel
 
 PREFIX = "models"
@@ -55,15 +67,22 @@ POINTER = f"{PREFIX}/champion.json"
 LATEST = f"{PREFIX}/latest_model.json"
 HISTORY = f"{PREFIX}/model_metadata.json"
 CLAIMS = f"{PREFIX}/claims/"
+EVENTS = f"{PREFIX}/events/"
+CHAMPION_EVENTS = ("promoted", "rolled_back")
+REPAIR = "issue-assets model repair"
 HISTORY_FORMAT = 1
 VERSION_RE = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
 ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED = {"model.json", "metadata.json", "calibration.json"}
 _UNSET = object()
+log = logging.getLogger("issue_assets.registry")
 
 
 class RegistryError(RuntimeError):
-    """The registry is inconsistent or an operation is impossible; the message names the key."""
+    """The registry is inconsistent or an operation is impossible; the message names the key.
+    `damaged_key` is set when the cause is a file that cannot be read back as written."""
+
+    damaged_key: str | None = None
 
 
 class PromotionConflict(RegistryError):
@@ -94,7 +113,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False).encode()
+    """Strict JSON, an object sealed with its sha256 (see `issue_assets.lake.documents.seal`)."""
+    return json.dumps(seal(_jsonable(value)), indent=2, sort_keys=True, allow_nan=False).encode()
 
 
 def code_version() -> dict[str, Any]:
@@ -120,7 +140,7 @@ def version_number(version: str) -> int:
 
 
 class ModelRegistry:
-    """Versions, champion and history on one ObjectStore. Safe for concurrent writers."""
+    """Versions, champion and history on one ObjectStore. Safe for concurrent writers and for kill -9."""
 
     def __init__(
         self,
@@ -141,6 +161,11 @@ class ModelRegistry:
         return f"ModelRegistry({self.store!r})"
 
     # ---- low-level reads -------------------------------------------------------------------
+    def _damaged(self, key: str, reason: str) -> RegistryError:
+        error = RegistryError(f"registry file {self.store.uri}/{key} is corrupt ({reason}); run `{REPAIR}`")
+        error.damaged_key = key
+        return error
+
     def _read_json(self, key: str) -> Any:
         try:
             data = self.store.get_bytes(key)
@@ -148,21 +173,27 @@ class ModelRegistry:
             raise
         except StoreError as exc:
             raise RegistryError(f"cannot read {key} from {self.store.uri}: {exc}") from None
+        return self._parse(key, data)
+
+    def _parse(self, key: str, data: bytes) -> Any:
         try:
-            return json.loads(data)
+            doc = json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            raise RegistryError(f"{key} in {self.store.uri} is not valid JSON (corrupt)") from None
+            raise self._damaged(key, "not valid JSON") from None
+        try:
+            return unseal(doc, key)
+        except DamagedFile as exc:
+            raise self._damaged(key, exc.reason) from None
 
     def _read_versioned(self, key: str) -> tuple[str | None, Any]:
-        """(store version token, parsed JSON) with the token read first: a CAS on it fails if the
-        object changed after the token was taken, so the pair is safe for read-modify-write."""
-        token = self.store.version(key)
-        if token is None:
-            return None, None
+        """(store version, parsed JSON) of one read: a CAS on that version fails if the object changed."""
         try:
-            return token, self._read_json(key)
+            data, token = self.store.get_versioned(key)
         except KeyNotFound:
             return None, None
+        except StoreError as exc:
+            raise RegistryError(f"cannot read {key} from {self.store.uri}: {exc}") from None
+        return token, self._parse(key, data)
 
     def _backoff(self, attempt: int) -> None:
         time.sleep(self.retry_delay * random.uniform(0.2, 1.0) * min(attempt + 1, 8))
@@ -175,14 +206,28 @@ class ModelRegistry:
         token, doc = self._read_versioned(HISTORY)
         if doc is None:
             return None, {"format": HISTORY_FORMAT, "events": []}
-        if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
-            raise RegistryError(f"{HISTORY} in {self.store.uri} has no events list (corrupt)")
+        if not isinstance(doc, dict) or not isinstance(doc.get("events"), list) \
+                or not all(isinstance(e, dict) for e in doc["events"]):
+            raise self._damaged(HISTORY, "no events list")
         return token, doc
 
-    def _append(self, event: dict[str, Any]) -> dict[str, Any]:
-        event = {"at": self._stamp(), **event}
+    def _new_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {"at": self._stamp(), "id": f"{self._now().astimezone(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(6)}",
+                **event}
+
+    def _put_event_object(self, event: dict[str, Any], payload: Mapping[str, Any] | None = None) -> None:
+        self.store.put_bytes(f"{EVENTS}{event['id']}.json", _dumps({"event": event, **(payload or {})}))
+
+    def _append(self, event: dict[str, Any], payload: Mapping[str, Any] | None = None, *,
+                object_written: bool = False) -> dict[str, Any]:
+        """Record an event: its own object first (the copy repair rebuilds the history from), then the
+        history by compare-and-put. Idempotent: an event already recorded (same id) is not added again."""
+        if not object_written:
+            self._put_event_object(event, payload)
         for attempt in range(self.max_retries):
             token, doc = self._history_doc()
+            if any(_same_event(e, event) for e in doc["events"]):
+                return event
             doc["events"].append(event)
             if self.store.compare_and_put(HISTORY, _dumps(doc), token):
                 return event
@@ -190,8 +235,30 @@ class ModelRegistry:
         raise RegistryError(f"could not append to {HISTORY} after {self.max_retries} conflicting writes")
 
     def history(self) -> list[dict[str, Any]]:
-        """Every event, oldest first: registered, decision, promoted, rolled_back."""
-        return self._history_doc()[1]["events"]
+        """Every event, oldest first: registered, decision, promoted, rolled_back (a champion change whose
+        promoter was killed before writing the history is included from the pointer)."""
+        events = list(self._history_doc()[1]["events"])
+        pending = self._pending_pointer_event(events)
+        return events + [pending] if pending else events
+
+    def _pending_pointer_event(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        try:
+            pointer = self._pointer()[1]
+        except RegistryError:
+            return None
+        if pointer is None:
+            return None
+        event = _pointer_event(pointer)
+        return None if any(_same_event(e, event) for e in events) else event
+
+    def _reconcile(self, pointer: dict[str, Any] | None) -> None:
+        """Make the history hold the pointer's own event (writers call this before replacing it)."""
+        if pointer is None:
+            return
+        event = _pointer_event(pointer)
+        _, doc = self._history_doc()
+        if not any(_same_event(e, event) for e in doc["events"]):
+            self._append(event)
 
     def list_versions(self) -> list[str]:
         """Registered versions, oldest first (only versions whose files were all written)."""
@@ -241,13 +308,14 @@ class ModelRegistry:
             "files": ["model.json", "calibration.json", "metadata.json", *sorted(artifacts)],
         }
         self.store.put_bytes(f"{base}/metadata.json", _dumps(meta))
-        self._append({
+        event = self._new_event({
             "event": "registered",
             "version": version,
             "model_sha256": meta["model_sha256"],
             "as_of": meta.get("as_of"),
             "metrics": meta.get("metrics"),
         })
+        self._append(event, {"metadata": _jsonable(meta), "calibration_json": saved.calibration_json.decode("utf-8")})
         return version
 
     # ---- reading versions ------------------------------------------------------------------
@@ -260,9 +328,9 @@ class ModelRegistry:
         try:
             meta = self._read_json(key)
         except KeyNotFound:
-            raise RegistryError(f"{key} is missing from {self.store.uri}") from None
+            raise RegistryError(f"{key} is missing from {self.store.uri}; run `{REPAIR}`") from None
         if not isinstance(meta, dict) or meta.get("version") != version:
-            raise RegistryError(f"{key} in {self.store.uri} does not describe {version} (corrupt)")
+            raise self._damaged(key, f"does not describe {version}")
         return meta
 
     def _model_bytes(self, version: str, expected_sha: str | None) -> bytes:
@@ -270,9 +338,9 @@ class ModelRegistry:
         try:
             data = self.store.get_bytes(key)
         except KeyNotFound:
-            raise RegistryError(f"{key} is missing from {self.store.uri}") from None
+            raise RegistryError(f"{key} is missing from {self.store.uri}; run `{REPAIR}`") from None
         if expected_sha and sha256(data) != expected_sha:
-            raise RegistryError(f"{key} in {self.store.uri} does not match its recorded sha256 (corrupt)")
+            raise self._damaged(key, "does not match its recorded sha256")
         return data
 
     def load_model(self, version: str) -> TrainedModel:
@@ -283,7 +351,9 @@ class ModelRegistry:
         try:
             calibration = self.store.get_bytes(cal_key)
         except KeyNotFound:
-            raise RegistryError(f"{cal_key} is missing from {self.store.uri}") from None
+            raise RegistryError(f"{cal_key} is missing from {self.store.uri}; run `{REPAIR}`") from None
+        if meta.get("calibration_sha256") and sha256(calibration) != meta["calibration_sha256"]:
+            raise self._damaged(cal_key, "does not match its recorded sha256")
         try:
             return TrainedModel.load(model_json, calibration, version=version)
         except Exception as exc:  # xgboost raises its own error types for a bad model
@@ -296,7 +366,7 @@ class ModelRegistry:
             return None, None
         if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str) \
                 or not isinstance(pointer.get("sequence"), int) or not pointer.get("model_sha256"):
-            raise RegistryError(f"{POINTER} in {self.store.uri} lacks version/sequence/model_sha256 (corrupt)")
+            raise self._damaged(POINTER, "lacks version/sequence/model_sha256")
         return token, pointer
 
     def champion_pointer(self) -> dict[str, Any] | None:
@@ -305,18 +375,19 @@ class ModelRegistry:
     def champion(self) -> str | None:
         """The champion version after verifying pointer, its model.json and latest_model.json agree.
 
-        None when nothing was ever promoted; RegistryError (naming the key) for a missing pointer
-        while the history records promotions, a pointer to a missing/corrupt model, or a
-        latest_model.json that differs from the champion's model.json.
+        None when nothing was ever promoted. A latest_model.json that is missing or holds an earlier
+        registered model (a promotion killed before its copy) is brought up to date; RegistryError
+        (naming the key and the way out) for a missing pointer while the history records promotions, a
+        pointer to a missing/corrupt model, or a latest_model.json that is no registered model.
         """
         for check in range(self.consistency_checks):
             _, pointer = self._pointer()
             if pointer is None:
-                promoted = [e for e in self.history() if e.get("event") in ("promoted", "rolled_back")]
+                promoted = [e for e in self.history() if e.get("event") in CHAMPION_EVENTS]
                 if promoted:
                     raise RegistryError(
                         f"{POINTER} is missing from {self.store.uri} but the history records champion "
-                        f"{promoted[-1]['version']}"
+                        f"{promoted[-1]['version']}; run `{REPAIR}`"
                     )
                 return None
             version = pointer["version"]
@@ -332,11 +403,16 @@ class ModelRegistry:
                 continue  # a promotion landed between the reads; look again
             if check < self.consistency_checks - 1:
                 self._backoff(check)
-        state = "is missing" if latest is None else "differs from the champion's model.json"
-        raise RegistryError(
-            f"{LATEST} in {self.store.uri} {state} (champion {version}, {PREFIX}/{version}/model.json); "
-            "run repair_latest() after checking the champion"
-        )
+        # A promotion killed before its copy leaves latest_model.json missing or holding an earlier champion.
+        earlier = {*self._stack(pointer), pointer.get("previous")}
+        known = {e.get("model_sha256") for e in self.history() if e.get("event") == "registered"
+                 and e.get("version") in earlier}
+        if latest is None or sha256(latest) in known:
+            log.warning("%s %s: completing the copy of champion %s", self.store.uri, LATEST, version)
+            self._sync_latest()
+            return self.champion()
+        raise self._damaged(LATEST, f"differs from the champion's model.json, champion {version}, "
+                                    f"{PREFIX}/{version}/model.json, and from every earlier champion's")
 
     def load_champion(self) -> TrainedModel | None:
         version = self.champion()
@@ -353,14 +429,27 @@ class ModelRegistry:
             raise RegistryError(f"{PREFIX}/{version}/model.json is not a loadable XGBoost model: {exc}") from None
         return sha256(data)
 
+    def _stack(self, pointer: dict[str, Any] | None) -> list[str]:
+        """The champion chain up to and including the pointer's version."""
+        if pointer is None:
+            return []
+        if isinstance(pointer.get("stack"), list):
+            return list(pointer["stack"])
+        return self._champion_stack(pointer["sequence"])  # a pointer written before it carried its chain
+
     def _write_pointer(self, build: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> dict[str, Any] | None:
-        """Read-modify-CAS loop on the pointer; `build(current)` returns the new pointer or None (no change)."""
+        """Read-modify-CAS loop on the pointer; `build(current)` returns the change (version, model_sha256,
+        previous, kind, stack, event fields) or None (no change). The current pointer's own event is made
+        durable in the history first, so replacing the pointer can never lose it."""
         for attempt in range(self.max_retries):
             token, current = self._pointer()
-            new = build(current)
-            if new is None:
+            change = build(current)
+            if change is None:
                 return None
-            new = {**new, "sequence": (current["sequence"] if current else 0) + 1, "at": self._stamp()}
+            self._reconcile(current)
+            sequence = (current["sequence"] if current else 0) + 1
+            event = self._new_event({**change.pop("event"), "sequence": sequence})
+            new = {**change, "sequence": sequence, "at": event["at"], "event": event}
             if self.store.compare_and_put(POINTER, _dumps(new), token):
                 return new
             self._backoff(attempt)
@@ -385,10 +474,14 @@ class ModelRegistry:
             self._backoff(attempt)
         raise RegistryError(f"{POINTER} kept moving; {LATEST} may lag")
 
+    def _finish_change(self, pointer: dict[str, Any]) -> None:
+        self._append(pointer["event"])
+        self._sync_latest()
+
     def record_decision(self, version: str, decision: Mapping[str, Any]) -> dict[str, Any]:
         """Append a (typically rejecting) promotion decision to the history."""
         self._require_registered(version)
-        return self._append({"event": "decision", "version": version, "decision": dict(decision)})
+        return self._append(self._new_event({"event": "decision", "version": version, "decision": dict(decision)}))
 
     def promote(
         self, version: str, decision: Mapping[str, Any] | None = None, *, expected_champion: Any = _UNSET
@@ -404,7 +497,6 @@ class ModelRegistry:
         decision = dict(decision or {})
         if expected_champion is _UNSET and "champion_version" in decision:
             expected_champion = decision["champion_version"]
-        seen: dict[str, Any] = {}
 
         def build(current):
             current_version = current["version"] if current else None
@@ -413,74 +505,66 @@ class ModelRegistry:
                     f"{POINTER}: champion is {current_version}, the decision for {version} was made "
                     f"against {expected_champion}"
                 )
-            seen["previous"] = current_version
             if current_version == version:
                 return None
-            return {"version": version, "model_sha256": model_sha, "previous": current_version, "kind": "promotion"}
+            return {"version": version, "model_sha256": model_sha, "previous": current_version, "kind": "promotion",
+                    "stack": [*self._stack(current), version],
+                    "event": {"event": "promoted", "version": version, "previous": current_version,
+                              "decision": decision}}
 
         pointer = self._write_pointer(build)
         if pointer is None:
-            self._append({"event": "decision", "version": version, "decision": decision, "note": "already champion"})
+            self._reconcile(self._pointer()[1])
+            self._append(self._new_event({"event": "decision", "version": version, "decision": decision,
+                                          "note": "already champion"}))
             self._sync_latest()
             return self._pointer()[1]
-        self._append({
-            "event": "promoted", "version": version, "previous": seen["previous"],
-            "sequence": pointer["sequence"], "decision": decision,
-        })
-        self._sync_latest()
+        self._finish_change(pointer)
         return pointer
 
     def _champion_stack(self, upto_sequence: int) -> list[str]:
         events = sorted(
-            (e for e in self.history() if e.get("event") in ("promoted", "rolled_back")),
+            (e for e in self.history() if e.get("event") in CHAMPION_EVENTS and isinstance(e.get("sequence"), int)),
             key=lambda e: e["sequence"],
         )
         sequences = [e["sequence"] for e in events]
-        if sequences != list(range(1, len(sequences) + 1)) or (sequences[-1] if sequences else 0) < upto_sequence:
-            raise _HistoryLag(f"{HISTORY} lacks champion events up to sequence {upto_sequence}")
+        if sequences[:upto_sequence] != list(range(1, upto_sequence + 1)):
+            missing = sorted(set(range(1, upto_sequence + 1)) - set(sequences))
+            raise RegistryError(f"{HISTORY} lacks champion events {missing[:5]} up to sequence {upto_sequence}; "
+                                f"run `{REPAIR}`")
         stack: list[str] = []
         for e in events[:upto_sequence]:
             if e["event"] == "promoted":
                 stack.append(e["version"])
-            else:
+            elif stack:
                 stack.pop()
         return stack
 
     def rollback(self, reason: str = "") -> dict[str, Any]:
-        """Make the previous champion (per history, undoing promotions in order) the champion again."""
-        for attempt in range(self.max_retries):
-            token, current = self._pointer()
+        """Make the previous champion (undoing promotions in order) the champion again."""
+        targets: dict[str, Any] = {}
+
+        def build(current):
             if current is None:
                 raise RegistryError(f"{POINTER} does not exist: there is no champion to roll back")
-            try:
-                stack = self._champion_stack(current["sequence"])
-            except _HistoryLag as lag:
-                if attempt >= self.consistency_checks:
-                    raise RegistryError(f"{lag}; the pointer is at {current['version']}") from None
-                self._backoff(attempt)  # a promotion may be between its pointer and history writes
-                continue
+            stack = self._stack(current)
             if not stack or stack[-1] != current["version"]:
-                raise RegistryError(
-                    f"{HISTORY} replays to champion {stack[-1] if stack else None} but {POINTER} names "
-                    f"{current['version']}"
-                )
+                raise RegistryError(f"the champion chain ends at {stack[-1] if stack else None} but {POINTER} "
+                                    f"names {current['version']}; run `{REPAIR}`")
             if len(stack) < 2:
                 raise RegistryError(f"{HISTORY} records no champion before {current['version']} to roll back to")
             target = stack[-2]
-            model_sha = self._check_model(target)
-            new = {
-                "version": target, "model_sha256": model_sha, "previous": current["version"], "kind": "rollback",
-                "sequence": current["sequence"] + 1, "at": self._stamp(),
-            }
-            if self.store.compare_and_put(POINTER, _dumps(new), token):
-                self._append({
-                    "event": "rolled_back", "version": target, "from": current["version"],
-                    "sequence": new["sequence"], "reason": reason,
-                })
-                self._sync_latest()
-                return new
-            self._backoff(attempt)
-        raise RegistryError(f"could not roll back {POINTER} after {self.max_retries} attempts")
+            if targets.get("checked") != target:
+                targets["sha"] = self._check_model(target)
+                targets["checked"] = target
+            return {"version": target, "model_sha256": targets["sha"], "previous": current["version"],
+                    "kind": "rollback", "stack": stack[:-1],
+                    "event": {"event": "rolled_back", "version": target, "from": current["version"],
+                              "reason": reason}}
+
+        pointer = self._write_pointer(build)
+        self._finish_change(pointer)
+        return pointer
 
     def repair_latest(self) -> str:
         """Explicitly rewrite latest_model.json from the verified champion; returns the version."""
@@ -492,16 +576,29 @@ class ModelRegistry:
         return pointer["version"]
 
 
-class _HistoryLag(RegistryError):
-    pass
+def _pointer_event(pointer: dict[str, Any]) -> dict[str, Any]:
+    """The history event of the pointer's change (rebuilt from its fields for an older pointer)."""
+    event = pointer.get("event")
+    if isinstance(event, dict) and event.get("id"):
+        return event
+    if pointer.get("kind") == "rollback":
+        return {"at": pointer.get("at"), "event": "rolled_back", "version": pointer["version"],
+                "from": pointer.get("previous"), "sequence": pointer["sequence"], "reason": ""}
+    return {"at": pointer.get("at"), "event": "promoted", "version": pointer["version"],
+            "previous": pointer.get("previous"), "sequence": pointer["sequence"], "decision": {}}
+
+
+def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """One event recorded twice: same id, or (events written before ids) the same champion sequence."""
+    if a.get("id") and b.get("id"):
+        return a["id"] == b["id"]
+    if a.get("event") in CHAMPION_EVENTS and b.get("event") in CHAMPION_EVENTS:
+        return a.get("sequence") == b.get("sequence")
+    return a == b
 
 
 def default_registry(env: Mapping[str, str] | None = None, s3_client=None) -> ModelRegistry:
-    """MODEL_STORE (e.g. s3://bucket/prefix) if set, else LocalStore(ISSUE_ASSETS_HOME/registry)."""
-    if env is None:
-        return ModelRegistry(open_store(config.model_store_uri(), s3_client=s3_client))
-    uri = env.get("MODEL_STORE")
-    if uri:
-        return ModelRegistry(open_store(uri, s3_client=s3_client))
-    home = Path(env.get("ISSUE_ASSETS_HOME", "data"))
-    return ModelRegistry(LocalStore(home / "registry"))
+    """The registry of the configuration (`config.model_store_uri`): MODEL_STORE, e.g. s3://bucket/prefix,
+    with credentials from boto3's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an
+    instance role), else ISSUE_ASSETS_HOME/registry. What the CLI and the HTTP service open."""
+    return ModelRegistry(open_store(config.model_store_uri(env), s3_client=s3_client))
