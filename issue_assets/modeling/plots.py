@@ -167,3 +167,31 @@ def importance_png(features: Sequence[str], gains: Sequence[float], top: int = 2
         ax.barh(range(len(values)), values)
         ax.set_yticks(range(len(names)), labels=names)
     return _png(fig)
+
+
+def live_quality_png(weeks: Sequence[str], roc_auc: Sequence[float | None], brier: Sequence[float | None],
+                     test_auc: float | None, title: str = "Served predictions judged by their outcomes") -> bytes:
+    """Live ROC AUC and Brier score per week of prediction, beside the champion's test ROC AUC."""
+    fig, ax = _figure(title, "week of prediction", "ROC AUC / Brier score")
+    x = np.arange(len(weeks))
+    auc = np.array([np.nan if v is None else v for v in roc_auc], dtype=float)
+    br = np.array([np.nan if v is None else v for v in brier], dtype=float)
+    ax.plot(x, auc, color="tab:blue", marker="o", label="live ROC AUC")
+    ax.plot(x, br, color="tab:orange", linestyle="--", marker="s", label="live Brier score")
+    if test_auc is not None:
+        ax.axhline(test_auc, color="tab:blue", linestyle=":", label=f"test ROC AUC of the champion {test_auc:.4f}")
+    ax.axhline(0.5, color="gray", linestyle="-.", linewidth=0.8, label="chance ROC AUC 0.5")
+    ax.set_xticks(x, labels=list(weeks), rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower left", fontsize="small")
+    return _png(fig)
+
+
+def live_calibration_png(mean_probability, observed_rate, title: str = "Calibration of served predictions") -> bytes:
+    fig, ax = _figure(title, "mean served probability", "observed close-within-7-days rate")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfectly calibrated")
+    ax.plot(mean_probability, observed_rate, color="tab:blue", marker="o", label="served predictions")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize="small")
+    return _png(fig)
