@@ -187,3 +187,44 @@ def test_drift_flags_a_shifted_feature_and_a_new_share_of_missing_values_not_a_s
     assert table.loc["shifted", "psi"] > PSI_WARN and table.loc["shifted", "ks_pvalue"] < 1e-6
     assert table.loc["missing", "psi"] > PSI_WARN and table.loc["missing", "missing_recent"] == pytest.approx(0.4, abs=0.05)
     assert psi([], [1.0]) is None
+
+
+# ------------------------------------------------------------------------------------------- one repository
+def test_evaluate_repository_summarises_live_quality_drift_and_says_when_to_retrain(tmp_path):
+    from issue_assets.ingest.layout import training_set_key
+    from issue_assets.lake.store import write_parquet
+    from issue_assets.modeling.plots import png_text
+    from issue_assets.monitoring.live import degradation, evaluate_repository, read_summary
+
+    store = LocalStore(tmp_path / "lake")
+    rng = np.random.default_rng(7)
+    n = 600
+    created = T0 + pd.to_timedelta(np.sort(rng.uniform(0, 28 * 24, n)), unit="h")
+    fast = rng.random(n) < 0.4
+    closed = created + pd.to_timedelta(np.where(fast, rng.uniform(1, 100, n), rng.uniform(200, 900, n)), unit="h")
+    issues = pd.DataFrame({"id": np.arange(n), "created_at": created, "closed_at": closed})
+    good = np.clip(np.where(fast, 0.7, 0.3) + rng.normal(0, 0.15, n), 0.01, 0.99)  # informative
+    for version, proba in (("v0001-a", good), ("v0002-b", rng.random(n))):  # the champion is v0002: noise
+        scored = pd.DataFrame({"repo": REPO, "id": np.arange(n), "number": np.arange(n), "created_at": created,
+                               "prediction_time": created, "hours_observed": 0.0, "scoring_time": created,
+                               "model_version": version, "probability": proba})
+        features = pd.DataFrame({"body_length": rng.lognormal(6.0 if version == "v0002-b" else 5.0, 1, n)})
+        append_served(store, REPO, served_rows(scored, features, "batch"))
+    write_parquet(store, training_set_key("2025-03-01"), pd.DataFrame({
+        "repo": REPO, "id": np.arange(2000), "split": "train", "body_length": rng.lognormal(5.0, 1, 2000)}))
+    live = evaluate_repository(store, REPO, issues, T0 + pd.Timedelta(days=70), champion="v0002-b",
+                               champion_metadata={"as_of": "2025-03-01", "metrics": {"roc_auc": 0.71}},
+                               feature_names=["body_length", "comments_so_far"], drift_days=90)
+    s = read_summary(store, REPO)
+    assert s == live.summary and s["served"] == 2 * n and s["with_outcome"] == 2 * n
+    by_model = {r["model_version"]: r["roc_auc"] for r in s["by_model_version"]}
+    assert by_model["v0001-a"] > 0.85 and abs(by_model["v0002-b"] - 0.5) < 0.1
+    assert s["champion_live"]["n"] == n and s["champion_test_roc_auc"] == 0.71
+    assert s["drift"]["computed"] and s["drift"]["drifted"] == ["body_length"]
+    assert png_text(live.plots["live_quality.png"])["Description"].startswith("live ROC AUC; live Brier score")
+    assert "live_calibration.png" in live.plots
+    reason = degradation(s, auc_threshold=0.6, calibration_bound=0.5, min_outcomes=100)
+    assert reason.startswith("live ROC AUC 0.") and "< alert threshold 0.6000" in reason and REPO in reason
+    assert degradation(s, auc_threshold=0.6, calibration_bound=0.5, min_outcomes=n + 1) is None
+    assert degradation(s, auc_threshold=0.3, calibration_bound=0.5, min_outcomes=100) is None
+    assert degradation(s, auc_threshold=0.3, calibration_bound=0.01, min_outcomes=100).startswith("live calibration")
