@@ -57,3 +57,18 @@ def retrain_threshold() -> int:
 def retrain_poll_github() -> bool:
     """RETRAIN_POLL_GITHUB: also count what GitHub has that is not ingested yet (conditional polls; default on)."""
     return (os.environ.get("RETRAIN_POLL_GITHUB") or "1").lower() not in ("0", "false", "no")
+
+
+def live_calibration_bound() -> float:
+    """LIVE_CALIBRATION_BOUND: largest expected calibration error of the champion's served predictions (0.1)."""
+    return float(os.environ.get("LIVE_CALIBRATION_BOUND") or 0.1)
+
+
+def live_min_outcomes() -> int:
+    """LIVE_MIN_OUTCOMES: served predictions with known outcomes needed before live quality is judged (100)."""
+    return int(os.environ.get("LIVE_MIN_OUTCOMES") or 100)
+
+
+def drift_days() -> float:
+    """DRIFT_DAYS: the recent window whose served features are compared with the training window (14)."""
+    return float(os.environ.get("DRIFT_DAYS") or 14)
