@@ -95,3 +95,18 @@ def dagster_home() -> str | None:
 def env(name: str) -> str | None:
     """Any other variable named at run time (e.g. `replay-server --require-token-env NAME`); None if empty."""
     return os.environ.get(name) or None
+
+
+def live_calibration_bound() -> float:
+    """LIVE_CALIBRATION_BOUND: largest expected calibration error of the champion's served predictions (0.1)."""
+    return float(os.environ.get("LIVE_CALIBRATION_BOUND") or 0.1)
+
+
+def live_min_outcomes() -> int:
+    """LIVE_MIN_OUTCOMES: served predictions with known outcomes needed before live quality is judged (100)."""
+    return int(os.environ.get("LIVE_MIN_OUTCOMES") or 100)
+
+
+def drift_days() -> float:
+    """DRIFT_DAYS: the recent window whose served features are compared with the training window (14)."""
+    return float(os.environ.get("DRIFT_DAYS") or 14)

@@ -385,14 +385,15 @@ def train_and_evaluate(
             "best_iteration": ref_best,
             "calibration": ref_cal["method"],
         }
-        curves["older projects (reference)"] = ref_proba
+        curves["older projects (LEAKY reference)"] = ref_proba
     curves["base rate"] = constant
 
     importance = feature_importance(model.booster, feature_names)
     plots = {
         "roc.png": roc_png(y_test, curves),
         "pr.png": pr_png(y_test, curves),
-        "calibration.png": calibration_png(y_test, {"model (calibrated)": proba, "booster (raw)": raw_test}),
+        "calibration.png": calibration_png(y_test, proba, raw_test,
+                                           calibration["method"] if calibration["applied"] else None),
         "feature_importance.png": importance_png(importance["feature"].tolist(), importance["gain"].tolist()),
     }
     used_params = {k: v for k, v in booster_params(params, nthread=config.nthread, seed=config.seed).items()}
