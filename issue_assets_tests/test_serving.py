@@ -613,3 +613,106 @@ def test_decided_is_the_label_rule(pipeline):
     np.testing.assert_array_equal(got.decided, decided)
     np.testing.assert_array_equal(got.positive, positive)
     assert np.isnan(got.probability[decided]).all() and np.isfinite(got.probability[~decided]).all()
+
+
+# ---- offline docs, model reports, predictions by numbers, the served-prediction log --------------
+
+class _Links(__import__("html.parser").parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_work_offline(service, page):
+    """The page and everything it loads come from the service itself: no CDN, no external host."""
+    r = requests.get(f"{service.url}{page}", timeout=30)
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    links = _Links()
+    links.feed(r.text)
+    referenced = links.urls + re.findall(r"""url:\s*'([^']+)'""", r.text) + re.findall(r'spec-url="([^"]+)"', r.text)
+    assert referenced and not re.search(r"https?://(?!127\.0\.0\.1)", r.text), referenced
+    scripts = [u for u in links.urls if u.endswith(".js")]
+    assert scripts, "the page loads its viewer script"
+    for url in set(referenced):
+        assert url.startswith("/"), url
+        asset = requests.get(f"{service.url}{url}", timeout=30)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    assert any(len(requests.get(f"{service.url}{u}", timeout=30).content) > 500_000 for u in scripts)
+
+
+def test_model_reports_are_served(pipeline, service):
+    r = requests.get(f"{service.url}/models/champion", timeout=30)
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert f"Model {pipeline.version}" in r.text and ">champion<" in r.text and "Promotion decisions" in r.text
+    other = requests.get(f"{service.url}/models/{pipeline.second_version}", timeout=30)
+    assert other.status_code == 200 and ">candidate<" in other.text
+    assert requests.get(f"{service.url}/models/v9999-20200101T000000Z", timeout=30).status_code == 404
+    bad = requests.get(f"{service.url}/models/latest.json", timeout=30)
+    assert bad.status_code == 422 and "version" in bad.json()["detail"]
+
+
+def test_predictions_for_many_issue_numbers(pipeline, service):
+    iss = pipeline.issues.loc[~pipeline.issues["is_pull_request"]]
+    stored = [int(n) for n in iss["number"].iloc[[-3, 10]]]
+    fetched = pipeline.new_items[0]["number"]  # not in the lake: fetched from the repository's source
+    pr = int(pipeline.issues.loc[pipeline.issues["is_pull_request"], "number"].iloc[0])
+    asked = [fetched, stored[0], 999_999, pr, stored[1], stored[0]]
+    r = requests.get(f"{service.url}/repos/{REPO}/predictions",
+                     params={"numbers": ",".join(map(str, asked))}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["number"] for p in body["predictions"]] == [fetched, stored[0], stored[1]]
+    assert body["not_found"] == [999_999] and body["pull_requests"] == [pr] and body["count"] == 3
+    assert body["model_versions"] == [pipeline.version]
+    truth = {int(i["number"]): i for i in pipeline.items}
+    for p in body["predictions"]:  # all from 2023: their windows are over, so they are decided by the label rule
+        item = truth[p["number"]]
+        closed = pd.Timestamp(item["closed_at"]) if item["closed_at"] else None
+        within = closed is not None and closed - pd.Timestamp(item["created_at"]) <= pd.Timedelta(days=7)
+        assert p["status"] == DECIDED and p["closed_within_7d"] is within and p["probability"] is None
+    text = requests.get(f"{service.url}/repos/{REPO}/predictions.csv",
+                        params={"numbers": ",".join(map(str, asked))}, timeout=30).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(int(row["number"]), row["status"]) for row in rows] == [
+        (fetched, DECIDED), (stored[0], DECIDED), (stored[1], DECIDED), (999_999, "not_found"), (pr, "pull_request")]
+
+
+@pytest.mark.parametrize("numbers, message", [
+    ("abc", "'abc'"), ("1,0", "'0'"), ("5,-2", "'-2'"), ("", "''"), ("1,,2", "''"),
+    ("99999999999", "'99999999999'"), (",".join(str(n) for n in range(1, 102)), "at most 100"),
+])
+def test_predictions_by_numbers_refuses_bad_numbers(service, numbers, message):
+    for path in ("predictions", "predictions.csv"):
+        r = requests.get(f"{service.url}/repos/{REPO}/{path}", params={"numbers": numbers}, timeout=30)
+        assert r.status_code == 422 and r.json()["detail"].startswith("numbers:") and message in r.json()["detail"]
+
+
+def test_every_served_probability_is_logged_with_its_features(pipeline, service):
+    from issue_assets.monitoring.served import read_served
+    from issue_assets.serving.scoring import batch_predict
+
+    before = len(read_served(pipeline.lake, REPO))
+    item, at = just_opened(pipeline.new_items[-1], minutes=90)
+    r = post(service, {"repository": REPO, "issue": item, "scoring_time": at, "include_features": True})
+    assert r.status_code == 200 and r.json()["predictions"][0]["status"] == SCORED
+    service.app.state.served.flush()
+    log = read_served(pipeline.lake, REPO)
+    assert len(log) == before + 1
+    row = log.iloc[-1]
+    got = r.json()["predictions"][0]
+    assert row["id"] == item["id"] and row["source"] == "http" and row["model_version"] == pipeline.version
+    assert row["probability"] == got["probability"] and row["hours_observed"] == pytest.approx(1.5)
+    for name in pipeline.model.feature_names:
+        value = got["features"][name]
+        assert (np.isnan(row[f"f_{name}"]) and value is None) or row[f"f_{name}"] == value
+    # the batch keeps its scored rows the same way (decided ones have no probability to judge)
+    from issue_assets.monitoring.served import served_rows
+
+    batch = batch_predict(pipeline.model, pipeline.version, pipeline.store, pipeline.issues, BATCH_T)
+    rows = served_rows(batch.frame(), batch.values_frame(), "batch")
+    assert sorted(rows["id"]) == sorted(batch.id[~batch.decided]) and len(rows) > 3
+    assert rows["probability"].tolist() == batch.probability[~batch.decided].tolist()

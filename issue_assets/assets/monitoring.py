@@ -8,8 +8,9 @@ import pandas as pd
 from issue_assets import config
 from issue_assets.features.catalog import FEATURE_NAMES
 from issue_assets.ingest.current import load_current
+from issue_assets.lake.keys import outcomes_joined_key, outcomes_summary_key
 from issue_assets.monitoring.drift import PSI_WARN
-from issue_assets.monitoring.live import evaluate_repository, joined_key, summary_key
+from issue_assets.monitoring.live import evaluate_repository
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import LakeResource, ModelStoreResource
 
@@ -71,7 +72,7 @@ def prediction_outcomes(context: dg.AssetExecutionContext, lake: LakeResource, m
         "by_age": _table(s["by_age"], ["age", *metrics_cols]),
         "drift": _table(s["drift"].get("top", []), ["feature", "psi", "ks_statistic", "ks_pvalue", "n_recent"])
         if s["drift"]["computed"] else dg.MetadataValue.text(s["drift"]["reason"]),
-        "summary": f"{store.uri}/{summary_key(repo)}", "joined": f"{store.uri}/{joined_key(repo)}",
+        "summary": f"{store.uri}/{outcomes_summary_key(repo)}", "joined": f"{store.uri}/{outcomes_joined_key(repo)}",
     }
     metadata.update({name.removesuffix(".png"): _png(data) for name, data in live.plots.items()})
     yield dg.MaterializeResult(metadata=metadata)

@@ -7,9 +7,10 @@ import pandas as pd
 
 from issue_assets.features.table import load_snapshot
 from issue_assets.ingest.current import load_current
+from issue_assets.monitoring.served import append_served, served_rows
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import LakeResource, ModelStoreResource
-from issue_assets.serving.scoring import SCORED, batch_open_issue_predictions, write_predictions
+from issue_assets.serving.scoring import SCORED, batch_predict, write_predictions
 
 
 @dg.asset(
@@ -21,7 +22,7 @@ from issue_assets.serving.scoring import SCORED, batch_open_issue_predictions, w
     description="The repository's open and recent issues at the scoring time: those still inside their 7-day "
                 "window scored by the champion at their current age (probability, rank, top contributions), the "
                 "others reported as decided with their known outcome (status column); parquet under predictions/, "
-                "CSV under predict_outputs/.",
+                "CSV under predict_outputs/; every probability also goes to the served-prediction log (served/).",
 )
 def open_issue_predictions(context: dg.AssetExecutionContext, lake: LakeResource,
                            model_store: ModelStoreResource) -> dg.MaterializeResult:
@@ -32,9 +33,12 @@ def open_issue_predictions(context: dg.AssetExecutionContext, lake: LakeResource
     if version is None:
         raise dg.Failure("no champion model yet: materialize production_model first")
     scoring_time = pd.Timestamp.now(tz="UTC")
-    predictions = batch_open_issue_predictions(registry.load_model(version), version, load_snapshot(store, repo),
-                                               load_current(store, "issues", repo), scoring_time)
+    batch = batch_predict(registry.load_model(version), version, load_snapshot(store, repo),
+                          load_current(store, "issues", repo), scoring_time)
+    predictions = batch.frame()
     keys = write_predictions(store, repo, predictions, scoring_time)
+    # every probability published is kept, with its features, for prediction_outcomes
+    served = append_served(store, repo, served_rows(predictions, batch.values_frame(), "batch"))
     scored = predictions.loc[predictions["status"] == SCORED]
     top = scored.head(15)[["number", "title", "hours_observed", "probability", "rank", "contrib_1_feature"]].copy()
     top["title"] = top["title"].astype(str).str.slice(0, 70)
@@ -44,4 +48,5 @@ def open_issue_predictions(context: dg.AssetExecutionContext, lake: LakeResource
         "mean_probability": float(scored["probability"].mean()) if len(scored) else float("nan"),
         "top_issues": dg.MetadataValue.md(top.round(4).to_markdown(index=False)),
         "csv": f"{store.uri}/{keys['csv']}", "parquet": f"{store.uri}/{keys['parquet']}",
+        "served_log_part": f"{store.uri}/{served}" if served else "",
     })

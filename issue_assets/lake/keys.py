@@ -68,3 +68,18 @@ def prediction_keys(repo: str, stamp: str) -> dict[str, str]:
         "parquet_latest": f"predictions/{slug}/latest.parquet",
         "csv_latest": f"predict_outputs/{slug}/latest.csv",
     }
+
+
+def served_prefix(repo: str) -> str:
+    """The served-prediction log: one immutable part per write, `<prefix><YYYY-MM-DD>/<stamp>-<source>-<id>.parquet`."""
+    return f"served/{repo_slug(repo)}/"
+
+
+def outcomes_summary_key(repo: str) -> str:
+    """prediction_outcomes' summary (live quality, drift) that the retraining sensor and `status` read."""
+    return f"outcomes/{repo_slug(repo)}/summary.json"
+
+
+def outcomes_joined_key(repo: str) -> str:
+    """Every served prediction with a known outcome, joined to it."""
+    return f"outcomes/{repo_slug(repo)}/joined.parquet"

@@ -17,20 +17,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from issue_assets.lake.documents import read_json, write_json
-from issue_assets.lake.keys import repo_slug, training_set_key
+from issue_assets.lake.keys import outcomes_joined_key, outcomes_summary_key, training_set_key
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet, write_parquet
 from issue_assets.modeling.plots import live_calibration_png, live_quality_png
 from issue_assets.monitoring.drift import PSI_WARN, drift_table
 from issue_assets.monitoring.outcomes import calibration_table, join_outcomes, quality, quality_by
 from issue_assets.monitoring.served import read_served
-
-
-def summary_key(repo: str) -> str:
-    return f"outcomes/{repo_slug(repo)}/summary.json"
-
-
-def joined_key(repo: str) -> str:
-    return f"outcomes/{repo_slug(repo)}/joined.parquet"
 
 
 @dataclass
@@ -100,13 +92,13 @@ def evaluate_repository(store: ObjectStore, repo: str, issues: pd.DataFrame, now
     if len(calibration):
         plots["live_calibration.png"] = live_calibration_png(calibration["mean_probability"],
                                                              calibration["observed_rate"])
-    write_parquet(store, joined_key(repo), joined)
-    write_json(store, summary_key(repo), summary)
+    write_parquet(store, outcomes_joined_key(repo), joined)
+    write_json(store, outcomes_summary_key(repo), summary)
     return LiveQuality(summary, joined, drift, plots)
 
 
 def read_summary(store: ObjectStore, repo: str) -> dict | None:
-    return read_json(store, summary_key(repo), default=None)
+    return read_json(store, outcomes_summary_key(repo), default=None)
 
 
 def degradation(summary: dict | None, *, auc_threshold: float, calibration_bound: float,

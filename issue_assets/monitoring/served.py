@@ -12,7 +12,9 @@ Public API:
     append_served(store, repo, rows) -> str | None   one part; None when there is nothing to write
     read_served(store, repo, since=None) -> DataFrame    every row (of parts from days >= since)
     ServedBuffer(store, flush_interval_s=5.0, max_rows=2000, max_pending=200_000)
-        .add(repo, rows)   never blocks on I/O; a background thread writes a part per repository
+        .add(repo, rows)   rows: a DataFrame, or a callable making it (built in the writer thread, so a
+                           request pays neither the frame nor the I/O); a background thread writes a part
+                           per repository
         .flush(), .close(), .stats -> dict (written, dropped, errors, pending)
 """
 
@@ -25,7 +27,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from issue_assets.lake.keys import repo_slug
+from issue_assets.lake.keys import served_prefix
 from issue_assets.lake.store import ObjectStore, StoreError, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,6 @@ SERVED_COLUMNS = ["repo", "id", "number", "created_at", "prediction_time", "hour
                   "model_version", "probability", "source", "served_at"]
 SOURCES = ("batch", "http")
 _TS = "datetime64[us, UTC]"
-
-
-def served_prefix(repo: str) -> str:
-    return f"served/{repo_slug(repo)}/"
 
 
 def served_rows(scored: pd.DataFrame, features: pd.DataFrame | None, source: str,
@@ -105,7 +103,8 @@ class ServedBuffer:
 
     `add` only appends to a list under a lock. Every `flush_interval_s` (or at `max_rows` pending) the
     writer thread writes one part per repository. A store that fails keeps the rows for the next try;
-    beyond `max_pending` rows the oldest batches are dropped whole and counted (memory stays bounded when the lake
+    beyond `max_pending` pending rows (a queued callable counts as one) the oldest batches are dropped
+    whole and counted (memory stays bounded when the lake
     is down for long). `close()` writes what is left."""
 
     def __init__(self, store: ObjectStore, *, flush_interval_s: float = 5.0, max_rows: int = 2000,
@@ -128,17 +127,18 @@ class ServedBuffer:
     def pending(self) -> int:
         return self._count
 
-    def add(self, repo: str, rows: pd.DataFrame) -> None:
-        if rows is None or not len(rows):
+    def add(self, repo: str, rows) -> None:
+        """Queue rows (a DataFrame, or a zero-argument callable returning one, called by the writer)."""
+        if rows is None or (isinstance(rows, pd.DataFrame) and not len(rows)):
             return
         with self._lock:
             self._pending.setdefault(repo, []).append(rows)
-            self._count += len(rows)
+            self._count += _size(rows)
             while self._count > self.max_pending:
                 oldest = next(iter(self._pending))
                 dropped = self._pending[oldest].pop(0)
-                self._count -= len(dropped)
-                self.stats["dropped"] += len(dropped)
+                self._count -= _size(dropped)
+                self.stats["dropped"] += _size(dropped)
                 if not self._pending[oldest]:
                     del self._pending[oldest]
             full = self._count >= self.max_rows
@@ -152,7 +152,16 @@ class ServedBuffer:
                 batches, self._pending, self._count = self._pending, {}, 0
             written = 0
             for repo, frames in batches.items():
-                rows = pd.concat(frames, ignore_index=True)
+                try:
+                    built = [f() if callable(f) else f for f in frames]
+                except Exception:  # a row builder that fails loses its rows only, never the writer
+                    log.exception("served-prediction rows for %s could not be built", repo)
+                    self.stats["errors"] += 1
+                    continue
+                built = [f for f in built if f is not None and len(f)]
+                if not built:
+                    continue
+                rows = pd.concat(built, ignore_index=True)
                 try:
                     append_served(self.store, repo, rows)
                 except (StoreError, OSError) as exc:
@@ -180,3 +189,7 @@ class ServedBuffer:
         self._thread.join(timeout=10)
         self.flush()
 
+
+def _size(rows) -> int:
+    """Rows a queued entry holds (a callable counts as the one prediction batch it stands for)."""
+    return len(rows) if isinstance(rows, pd.DataFrame) else 1

@@ -106,6 +106,8 @@ class BatchPredictionsResponse(BaseModel):
     days: float | None
     count: int
     predictions: list[IssuePrediction]
+    not_found: list[int] = Field([], description="with `numbers`: issues neither the lake nor the source has")
+    pull_requests: list[int] = Field([], description="with `numbers`: numbers that are pull requests (not scored)")
 
 
 class ModelResponse(BaseModel):

@@ -17,8 +17,9 @@ Public API:
     score_features(model, version, features: DataFrame, scoring_time, top_k=5) -> DataFrame
         the model half alone, for feature rows already computed (probability, rank, contributions)
     batch_targets(issues, scoring_time) -> DataFrame     issues open at T or created in the 7 days before it
-    batch_open_issue_predictions(model, version, store, issues, scoring_time, top_k=5) -> DataFrame
+    batch_predict(model, version, store, issues, scoring_time, top_k=5) -> Predictions
         every batch target, scored ones by rank first, then the decided ones
+    batch_open_issue_predictions(...) -> DataFrame       the same as the published table
     write_predictions(lake, repo, df, scoring_time) -> dict[str, str];  read_latest_predictions(lake, repo)
 
 Contributions are XGBoost's pred_contribs (SHAP values in the booster's log-odds, before calibration), the
@@ -125,9 +126,29 @@ class Predictions:
     contributions: dict[str, np.ndarray]
     top_k: int
     features: dict[str, np.ndarray] | None
+    #: the model's feature values of every row, in the model's order (NaN rows for decided issues): what the
+    #: served-prediction log keeps for drift
+    values: np.ndarray | None = None
+    feature_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.id)
+
+    def values_frame(self) -> pd.DataFrame | None:
+        if self.values is None or self.feature_names is None:
+            return None
+        return pd.DataFrame(self.values, columns=self.feature_names)
+
+    def take(self, order: np.ndarray) -> Predictions:
+        """The same predictions in another row order."""
+        def pick(a):
+            return None if a is None else a[order]
+        return Predictions(self.version, self.scoring_us, self.repo[order], self.id[order], self.number[order],
+                           self.title[order], self.created_us[order], self.decided[order], self.positive[order],
+                           self.probability[order], self.rank[order],
+                           {c: v[order] for c, v in self.contributions.items()}, self.top_k,
+                           None if self.features is None else {k: v[order] for k, v in self.features.items()},
+                           pick(self.values), self.feature_names)
 
     def frame(self) -> pd.DataFrame:
         n = len(self)
@@ -221,10 +242,12 @@ def predict(model: TrainedModel, version: str, store: EventStore, raw: dict[str,
     contributions = {c: np.full(n, None, dtype=object) if c.endswith("_feature") else np.full(n, np.nan)
                      for c in contribution_columns(top_k)}
     features = None
+    all_values = np.full((n, len(model.feature_names)), np.nan)
     if len(live):
         target = rows.take(live)
         f = feature_columns(store.overlay(rows), target, np.full(len(live), float(scoring_us)))
         values = np.column_stack([f[name] for name in model.feature_names]) if len(live) else np.zeros((0, 0))
+        all_values[live] = values
         probability[live] = probabilities(model, _matrix(model, values))
         rank[live] = _ranks(probability[live], target["c"], target["number"])
         for col, v in top_contributions(model, values, top_k, nthread).items():
@@ -236,7 +259,8 @@ def predict(model: TrainedModel, version: str, store: EventStore, raw: dict[str,
     elif with_features:
         features = {name: np.full(n, np.nan) for name in FEATURE_NAMES}
     return Predictions(version, int(scoring_us), rows["repo"], rows["id"], rows["number"], rows["title"], rows["c"],
-                       decided, positive, probability, rank, contributions, top_k, features)
+                       decided, positive, probability, rank, contributions, top_k, features, all_values,
+                       list(model.feature_names))
 
 
 def score_features(model: TrainedModel, model_version: str, features: pd.DataFrame, scoring_time,
@@ -270,15 +294,21 @@ def batch_targets(issues: pd.DataFrame, scoring_time, horizon_days: float = DEFA
     return issues.loc[mask].reset_index(drop=True)
 
 
-def batch_open_issue_predictions(model: TrainedModel, version: str, store: EventStore, issues: pd.DataFrame,
-                                 scoring_time, top_k: int = 5) -> pd.DataFrame:
-    """The repository's batch at T: scored issues by rank, then decided ones (newest first)."""
+def batch_predict(model: TrainedModel, version: str, store: EventStore, issues: pd.DataFrame, scoring_time,
+                  top_k: int = 5) -> Predictions:
+    """The repository's batch at T, in its published order: scored issues by rank, then decided ones (newest
+    first)."""
     T = utc(scoring_time)
     targets = normalize_issues(batch_targets(issues, T, store.horizon / DAY_US))
-    frame = predict(model, version, store, raw_columns(targets), T.value // 1000, top_k).frame()
-    order = np.lexsort((-frame["created_at"].array.asi8, frame["rank"].fillna(np.iinfo("int64").max).to_numpy(),
-                        frame["status"].to_numpy(dtype=object) == DECIDED))
-    return frame.iloc[order].reset_index(drop=True)
+    predictions = predict(model, version, store, raw_columns(targets), T.value // 1000, top_k)
+    rank = np.where(predictions.decided, np.iinfo("int64").max, predictions.rank)
+    return predictions.take(np.lexsort((-predictions.created_us, rank, predictions.decided)))
+
+
+def batch_open_issue_predictions(model: TrainedModel, version: str, store: EventStore, issues: pd.DataFrame,
+                                 scoring_time, top_k: int = 5) -> pd.DataFrame:
+    """`batch_predict` as the published table."""
+    return batch_predict(model, version, store, issues, scoring_time, top_k).frame()
 
 
 def _stamp(scoring_time) -> str:
@@ -319,6 +349,6 @@ def records_of(frame: pd.DataFrame) -> list[dict]:
     return Predictions.from_frame(frame).records() if len(frame) else []
 
 
-__all__ = ["DECIDED", "SCORED", "Predictions", "batch_open_issue_predictions", "batch_targets",
+__all__ = ["DECIDED", "SCORED", "Predictions", "batch_open_issue_predictions", "batch_predict", "batch_targets",
            "contribution_columns", "predict", "probabilities", "read_latest_predictions", "records_of",
            "score_features", "top_contributions", "write_predictions"]

@@ -1,8 +1,12 @@
 """The HTTP prediction service: FastAPI over the shared scoring path (`scoring.predict`).
 
 Routes: POST /predict; GET /repos/{owner}/{repo}/issues/{number}/prediction (fetched through the
-GitHub client); GET /repos/{owner}/{repo}/predictions[.csv]?days=N (the latest batch); GET /model;
-GET /healthz; GET /metrics (Prometheus text).
+GitHub client); GET /repos/{owner}/{repo}/predictions[.csv]?days=N (the latest batch) or ?numbers=1,2,3
+(those issues scored now, at most 100: the lake's rows, the others fetched from the source); GET /model;
+GET /models/champion and /models/{version} (the model report, HTML); GET /healthz; GET /metrics
+(Prometheus text); /docs and /redoc (served from fastapi-offline's bundled assets: no CDN).
+Every probability served goes to the lake's served-prediction log (`monitoring.served`), written by a
+background thread.
 
 Context: the repository's event store, the snapshot `issue_features` writes into the lake, loaded once
 per version (re-checked at most every `reload_interval_s`): a request costs lookups in it plus its own
@@ -28,19 +32,26 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from issue_assets import config
 from issue_assets.features.catalog import PREDICTION_MEANING
-from issue_assets.features.store import EventStore
+from issue_assets.features.frames import normalize_issues
+from issue_assets.features.store import EventStore, raw_columns
 from issue_assets.features.table import load_snapshot
 from issue_assets.features.text import clean
 from issue_assets.features.text_score import period_start
 from issue_assets.github.client import GitHubClient, GitHubError, NotFoundError
+from issue_assets.ingest.current import load_current
+from issue_assets.ingest.layout import current_key
 from issue_assets.lake import keys
 from issue_assets.lake.store import KeyNotFound, ObjectStore, open_store
-from issue_assets.registry import ModelRegistry, default_registry
+from issue_assets.monitoring.served import ServedBuffer, served_rows
+from issue_assets.registry import ModelRegistry, RegistryError, default_registry
+from issue_assets.registry.registry import VERSION_RE
+from issue_assets.registry.reports import report_html
 from issue_assets.serving.champion import Champion, ChampionHolder
 from issue_assets.serving.metrics import Metrics
 from issue_assets.serving.schemas import (
@@ -53,10 +64,18 @@ from issue_assets.serving.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from issue_assets.serving.scoring import predict, read_latest_predictions, records_of, to_csv_bytes
+from issue_assets.serving.scoring import (
+    Predictions,
+    predict,
+    read_latest_predictions,
+    records_of,
+    to_csv_bytes,
+)
 
 log = logging.getLogger(__name__)
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 502, 503)}
+#: most issue numbers one GET /repos/{owner}/{repo}/predictions?numbers= may name
+MAX_NUMBERS = 100
 
 
 class Snapshots:
@@ -112,6 +131,40 @@ class Snapshots:
                     events.scorer.model(int(period_start([now], events.scorer.config)[0]))
             self._entries[repo] = (token, time.monotonic(), events)
             return events
+
+
+class CurrentIssues:
+    """Each repository's current issues table from the lake (what `?numbers=` looks issues up in), loaded on
+    first use and reloaded when the table changes (checked at most every `interval` seconds)."""
+
+    def __init__(self, store: ObjectStore, interval: float):
+        self.store = store
+        self.interval = interval
+        self._entries: dict[str, tuple[str | None, float, pd.DataFrame]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, repo: str) -> pd.DataFrame:
+        with self._lock:
+            entry = self._entries.get(repo)
+            if entry is not None and time.monotonic() - entry[1] < self.interval:
+                return entry[2]
+            token = self.store.version(current_key("issues", repo))
+            table = entry[2] if entry is not None and entry[0] == token else load_current(self.store, "issues", repo)
+            self._entries[repo] = (token, time.monotonic(), table)
+            return table
+
+
+def parse_numbers(text: str) -> list[int]:
+    """`numbers=1,2,3` as distinct issue numbers in the order given; 422 naming what is wrong."""
+    parts = [p.strip() for p in text.split(",")]
+    bad = [p for p in parts if not p.isdigit() or not 0 < int(p) < 2**31]
+    if bad or not parts:
+        shown = ", ".join(repr(p) for p in bad[:5]) or "nothing"
+        raise HTTPException(422, f"numbers: issue numbers are positive integers separated by commas; got {shown}")
+    numbers = list(dict.fromkeys(int(p) for p in parts))
+    if len(numbers) > MAX_NUMBERS:
+        raise HTTPException(422, f"numbers: at most {MAX_NUMBERS} issue numbers per request, got {len(numbers)}")
+    return numbers
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -267,8 +320,11 @@ def warm(model) -> None:
 
 
 def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_client_factory=None,
-               max_body_bytes: int = 1_000_000, max_batch: int = 1000, reload_interval_s: float = 2.0) -> FastAPI:
-    """The prediction service over a registry (champion) and a lake (feature snapshots, latest batches)."""
+               max_body_bytes: int = 1_000_000, max_batch: int = 1000, reload_interval_s: float = 2.0,
+               served_flush_s: float = 5.0) -> FastAPI:
+    """The prediction service over a registry (champion) and a lake (feature snapshots, latest batches).
+    Every probability it serves is appended to the lake's served-prediction log by a background writer
+    (flushed every `served_flush_s` seconds and at shutdown), off the request path."""
     metrics = Metrics()
     client_factory = github_client_factory or _default_client_factory
 
@@ -281,6 +337,8 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
 
     holder = ChampionHolder(registry, interval=reload_interval_s, on_swap=on_swap)
     snapshots = Snapshots(lake_store, reload_interval_s)
+    current_issues = CurrentIssues(lake_store, reload_interval_s)
+    served = ServedBuffer(lake_store, flush_interval_s=served_flush_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -291,8 +349,10 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             yield
         finally:
             holder.stop()
+            await run_in_threadpool(served.close)
 
-    app = FastAPI(
+    # /docs and /redoc from fastapi-offline's bundled Swagger UI and ReDoc: they work without a network
+    app = FastAPIOffline(
         title="issue-assets prediction service",
         description="Probability that an open GitHub issue is closed within 7 days of its creation. "
                     + PREDICTION_MEANING,
@@ -302,6 +362,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.snapshots = snapshots
+    app.state.served = served
     app.add_middleware(_BodyLimitAndMetrics, metrics=metrics, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -342,6 +403,8 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
         predictions = predict(current.model, current.version, events, request_columns(items, repo), scoring_us,
                               top_k, observed_us=to_us(datetime.now(UTC)), with_features=with_features, nthread=1)
         metrics.count_predictions(len(predictions), int(predictions.decided.sum()))
+        if (~predictions.decided).any():
+            served.add(repo, lambda p=predictions: served_rows(p.frame(), p.values_frame(), "http"))
         return predictions.records()
 
     def predict_request(request: PredictRequest, current: Champion, events: EventStore, scoring_us: int) -> dict:
@@ -370,6 +433,21 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             return await run_in_threadpool(predict_request, request, current, events, scoring_us)
         return predict_request(request, current, events, scoring_us)
 
+    def fetch(client, full: str, number: int) -> GitHubIssue | None:
+        """The issue as the repository's source has it; None when it has none (404)."""
+        try:
+            item = client.get_issue(full, number)
+        except NotFoundError:
+            return None
+        except GitHubError as exc:
+            raise HTTPException(502, f"GitHub request for {full}#{number} failed: {exc}") from None
+        if not isinstance(item, dict):
+            raise HTTPException(502, f"GitHub returned a non-object for {full}#{number}")
+        try:
+            return GitHubIssue.model_validate(item)
+        except ValueError as exc:
+            raise HTTPException(502, f"GitHub's answer for {full}#{number} is not a usable issue: {exc}") from None
+
     @app.get("/repos/{owner}/{repo}/issues/{number}/prediction", response_model=IssuePrediction, responses=ERRORS)
     def fetched_issue_prediction(owner: str, repo: str, number: int, top_k: int = Query(5, ge=0, le=50),
                                  include_features: bool = False) -> dict:
@@ -379,26 +457,58 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             raise HTTPException(422, f"issue number must be positive, got {number}")
         current = champion()
         events = history(full)
+        client = client_factory()
         try:
-            client = client_factory()
-            try:
-                item = client.get_issue(full, number)
-            finally:
-                client.close()
-        except NotFoundError:
-            raise HTTPException(404, f"GitHub has no issue #{number} in {full} (or the token cannot see it)") from None
-        except GitHubError as exc:
-            raise HTTPException(502, f"GitHub request for {full}#{number} failed: {exc}") from None
-        if not isinstance(item, dict):
-            raise HTTPException(502, f"GitHub returned a non-object for {full}#{number}")
-        if item.get("pull_request") is not None:
+            parsed = fetch(client, full, number)
+        finally:
+            client.close()
+        if parsed is None:
+            raise HTTPException(404, f"GitHub has no issue #{number} in {full} (or the token cannot see it)")
+        if parsed.pull_request is not None:
             raise HTTPException(422, f"{full}#{number} is a pull request; the model scores issues")
-        try:
-            parsed = GitHubIssue.model_validate(item)
-        except ValueError as exc:
-            raise HTTPException(502, f"GitHub's answer for {full}#{number} is not a usable issue: {exc}") from None
         scoring_us = max(to_us(datetime.now(UTC)), to_us(parsed.created_at))  # GitHub's clock may run ahead
         return answer(current, events, [parsed], full, scoring_us, top_k, include_features)[0]
+
+    def by_numbers(full: str, numbers: list[int], top_k: int) -> tuple[Predictions | None, dict]:
+        """The named issues scored now (or reported decided): the lake's current rows, the rest fetched from the
+        repository's source. Also the numbers that are pull requests or that neither has."""
+        current = champion()
+        events = history(full)
+        table = current_issues.get(full)
+        stored = table.loc[table["number"].isin(numbers)].drop_duplicates("number", keep="last")
+        pulls = stored.loc[stored["is_pull_request"].fillna(False).astype(bool), "number"].astype(int).tolist()
+        stored = stored.loc[~stored["number"].isin(pulls)]
+        missing = [n for n in numbers if n not in set(stored["number"].astype(int)) and n not in pulls]
+        fetched, not_found = [], []
+        if missing:
+            client = client_factory()
+            try:
+                for number in missing:
+                    item = fetch(client, full, number)
+                    if item is None:
+                        not_found.append(number)
+                    elif item.pull_request is not None:
+                        pulls.append(number)
+                    else:
+                        fetched.append(item)
+            finally:
+                client.close()
+        now_us = to_us(datetime.now(UTC))
+        scoring_us = max([now_us, *(to_us(i.created_at) for i in fetched)])
+        raw = [raw_columns(normalize_issues(stored))] if len(stored) else []
+        if fetched:
+            raw.append(request_columns(fetched, full))
+        extra = {"not_found": not_found, "pull_requests": sorted(pulls)}
+        if not raw:
+            return None, extra
+        columns = {k: np.concatenate([r[k] for r in raw]) for k in raw[0]}
+        predictions = predict(current.model, current.version, events, columns, scoring_us, top_k, observed_us=now_us,
+                              nthread=1)
+        metrics.count_predictions(len(predictions), int(predictions.decided.sum()))
+        if (~predictions.decided).any():
+            served.add(full, lambda p=predictions: served_rows(p.frame(), p.values_frame(), "http"))
+        position = {n: k for k, n in enumerate(numbers)}
+        return predictions.take(np.argsort([position[int(n)] for n in predictions.number], kind="stable")), extra
 
     def latest_batch(owner: str, repo: str, days: float | None) -> tuple[str, pd.DataFrame]:
         full = f"{owner}/{repo}"
@@ -417,10 +527,22 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
 
     days_query = Query(None, gt=0, le=3650, description="only issues created in the N days before the batch's "
                                                         "scoring time")
+    numbers_query = Query(None, max_length=2000, description=f"comma-separated issue numbers (at most {MAX_NUMBERS}): "
+                          "those issues scored now instead of the latest batch; the lake's rows, the others fetched "
+                          "from the repository's source")
 
     @app.get("/repos/{owner}/{repo}/predictions", response_model=BatchPredictionsResponse, responses=ERRORS)
-    def batch_predictions(owner: str, repo: str, days: float | None = days_query) -> dict:
-        """The latest batch written by the open_issue_predictions job: scored issues by rank, then decided ones."""
+    def batch_predictions(owner: str, repo: str, days: float | None = days_query, numbers: str | None = numbers_query,
+                          top_k: int = Query(5, ge=0, le=50)) -> dict:
+        """The latest batch written by the open_issue_predictions job (scored issues by rank, then decided ones),
+        or, with `numbers`, those issues scored now."""
+        if numbers is not None:
+            full = f"{owner}/{repo}"
+            predictions, extra = by_numbers(full, parse_numbers(numbers), top_k)
+            records = predictions.records() if predictions is not None else []
+            return {"repository": full, "scoring_time": records[0]["scoring_time"] if records else None,
+                    "model_versions": [predictions.version] if predictions is not None else [],
+                    "days": None, "count": len(records), "predictions": records, **extra}
         full, frame = latest_batch(owner, repo, days)
         return {
             "repository": full,
@@ -431,9 +553,21 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
 
     @app.get("/repos/{owner}/{repo}/predictions.csv", response_class=PlainTextResponse,
              responses={200: {"content": {"text/csv": {}}}, **ERRORS})
-    def batch_predictions_csv(owner: str, repo: str, days: float | None = days_query) -> Response:
-        """The latest batch as CSV (the stored latest.csv when no filter is given)."""
+    def batch_predictions_csv(owner: str, repo: str, days: float | None = days_query,
+                              numbers: str | None = numbers_query, top_k: int = Query(5, ge=0, le=50)) -> Response:
+        """The latest batch as CSV (the stored latest.csv when no filter is given), or, with `numbers`, those
+        issues scored now; a number that is a pull request or that neither the lake nor the source has is a
+        row with that status."""
         full = f"{owner}/{repo}"
+        if numbers is not None:
+            predictions, extra = by_numbers(full, parse_numbers(numbers), top_k)
+            frame = predictions.frame() if predictions is not None else None
+            others = [(n, "not_found") for n in extra["not_found"]] + [(n, "pull_request") for n in extra["pull_requests"]]
+            if others:
+                rest = pd.DataFrame({"repo": full, "number": [n for n, _ in others], "status": [s for _, s in others]})
+                frame = rest if frame is None else pd.concat([frame, rest], ignore_index=True)
+            return Response(to_csv_bytes(frame if frame is not None else pd.DataFrame()),
+                            media_type="text/csv; charset=utf-8")
         if days is None:
             try:
                 keys.check_repo(full)
@@ -446,6 +580,26 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             _, frame = latest_batch(owner, repo, days)
             data = to_csv_bytes(frame)
         return Response(data, media_type="text/csv; charset=utf-8")
+
+    def report(version: str) -> HTMLResponse:
+        try:
+            return HTMLResponse(report_html(registry, version))
+        except RegistryError as exc:
+            raise HTTPException(404, f"no report for {version}: {exc}") from None
+
+    @app.get("/models/champion", response_class=HTMLResponse, responses=ERRORS)
+    def champion_report() -> HTMLResponse:
+        """The champion's model report (HTML): metrics against the references, plots, features, decisions."""
+        return report(champion().version)
+
+    @app.get("/models/{version}", response_class=HTMLResponse, responses=ERRORS)
+    def version_report(version: str) -> HTMLResponse:
+        """A registered version's model report (HTML), as the registry holds it now."""
+        if not VERSION_RE.match(version):
+            raise HTTPException(422, f"version: {version!r} is not a registry version (vNNNN-YYYYMMDDTHHMMSSZ)")
+        if version not in registry.list_versions():
+            raise HTTPException(404, f"version {version} is not registered in {registry.store.uri}")
+        return report(version)
 
     @app.get("/model", response_model=ModelResponse, responses=ERRORS)
     def model_info() -> dict:
