@@ -1,8 +1,20 @@
 """Point-in-time features and labels: DataFrame in, DataFrame out, no Dagster."""
 
-from issue_assets.features.compute import FeatureBuilder, compute_features, update_features
 from issue_assets.features.labels import closed_within_horizon
 from issue_assets.features.registry import FEATURE_NAMES, REFERENCE_NAMES, feature_registry_version
+
+_COMPUTE = ("FeatureBuilder", "compute_features", "update_features")
+
+
+def __getattr__(name: str):
+    """The feature computation is imported on first use: it loads scikit-learn (about half a second), which
+    readers of labels and the registry (the CLI's `status`, the retraining sensor) do not need."""
+    if name in _COMPUTE:
+        from issue_assets.features import compute
+
+        return getattr(compute, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FEATURE_NAMES", "REFERENCE_NAMES", "FeatureBuilder", "closed_within_horizon", "compute_features",

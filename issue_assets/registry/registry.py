@@ -41,14 +41,16 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 import issue_assets
 from issue_assets.lake.store import KeyNotFound, LocalStore, ObjectStore, StoreError, open_store
-from issue_assets.modeling.training import TrainedModel
+
+if TYPE_CHECKING:  # imported where a model is loaded: xgboost and scikit-learn cost seconds at start-up
+    from issue_assets.modeling.training import TrainedModel
 
 PREFIX = "models"
 POINTER = f"{PREFIX}/champion.json"
@@ -284,6 +286,8 @@ class ModelRegistry:
             calibration = self.store.get_bytes(cal_key)
         except KeyNotFound:
             raise RegistryError(f"{cal_key} is missing from {self.store.uri}") from None
+        from issue_assets.modeling.training import TrainedModel
+
         try:
             return TrainedModel.load(model_json, calibration, version=version)
         except Exception as exc:  # xgboost raises its own error types for a bad model
@@ -347,6 +351,8 @@ class ModelRegistry:
         meta = self.get_metadata(version)
         model_sha = meta.get("model_sha256")
         data = self._model_bytes(version, model_sha)
+        from issue_assets.modeling.training import TrainedModel
+
         try:
             TrainedModel.load(data, None)
         except Exception as exc:
