@@ -26,6 +26,12 @@ LOCAL_INSTANCE_YAML = """\
 # first use; deploy/dagster.yaml is the PostgreSQL instance of a scaled-out deployment.
 telemetry:
   enabled: false
+# Queued runs are launched by the daemon; it looks for them every 2 s (Dagster's default is 5).
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 2
 concurrency:
   runs:
     max_concurrent_runs: 4
@@ -39,12 +45,13 @@ concurrency:
       - key: issue_assets/kind
         value: training
         limit: 1
-# A run whose worker never started is failed after 3 minutes; failed runs are retried twice (faults,
-# killed workers); training runs are tagged not to retry a failed check.
+# A run whose worker never started (e.g. launched just before its daemon was killed) is failed after a
+# minute, so it does not hold back what follows it; failed runs are retried twice (faults, killed workers);
+# training runs are tagged not to retry a failed check.
 run_monitoring:
   enabled: true
-  start_timeout_seconds: 180
-  poll_interval_seconds: 30
+  start_timeout_seconds: 60
+  poll_interval_seconds: 10
 run_retries:
   enabled: true
   max_retries: 2

@@ -122,8 +122,9 @@ def new_activity_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
 def _training_request(as_of: str, run_key: str, count: int) -> dg.RunRequest:
     trials = config.trials()
     run_config = {"ops": {"tuned_params": {"config": {"n_trials": trials}}}} if trials else {}
+    # A candidate that fails its blocking check fails the run; retrying would train the same model again.
     return dg.RunRequest(run_key=run_key, partition_key=as_of, run_config=run_config,
-                         tags={"issue_assets/new_labels": str(count)})
+                         tags={"issue_assets/new_labels": str(count), "dagster/retry_on_asset_or_op_failure": "false"})
 
 
 @dg.sensor(job=training_job, minimum_interval_seconds=config.retrain_seconds(),
@@ -180,7 +181,7 @@ automation_condition_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=config.automation_seconds(),
     emit_backfills=False,
     description="Dagster's declarative automation, on by default: after an ingest, issues, issue_comments, "
-                "issue_features and open_issue_predictions follow (AutomationCondition.eager()), and new "
+                "issue_features and open_issue_predictions follow their inputs (follows_updates), and new "
                 "predictions follow a new champion.",
 )
 

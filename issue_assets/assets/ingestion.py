@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import Field
 
 from issue_assets import progress
+from issue_assets.assets import follows_updates
 from issue_assets.ingest import layout
 from issue_assets.ingest.current import load_current, merge_current
 from issue_assets.ingest.sync import cursor, iso, sync_window
@@ -107,7 +108,7 @@ def _current(context: dg.AssetExecutionContext, lake: LakeResource, kind: str, p
     partitions_def=repo_partitions,
     deps=["raw_issues"],
     group_name="ingestion", kinds={"parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
     description="Current state of each issue (latest version per id) for one repository, merged incrementally.",
 )
@@ -119,7 +120,7 @@ def issues(context: dg.AssetExecutionContext, lake: LakeResource):
     partitions_def=repo_partitions,
     deps=["raw_comments"],
     group_name="ingestion", kinds={"parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     description="Current state of each comment (latest version per id) for one repository.",
 )
 def issue_comments(context: dg.AssetExecutionContext, lake: LakeResource):

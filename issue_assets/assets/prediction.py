@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
+from issue_assets.assets import follows_updates
 from issue_assets.ingest.current import load_current
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import LakeResource, ModelStoreResource
@@ -15,7 +16,7 @@ from issue_assets.serving.scoring import batch_open_issue_predictions, write_pre
     partitions_def=repo_partitions,
     deps=["issue_features", "production_model"],
     group_name="serving", kinds={"xgboost", "csv", "parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
     description="Every open issue scored by the champion with features as of scoring time: probability, rank, "
                 "model version and top contributions; parquet under predictions/, CSV under predict_outputs/.",

@@ -472,6 +472,7 @@ class LiveActivity:
         self._next_comment_id = max((int(c["id"]) for c in comments), default=40_000_000) + 1_000_000
         self._open = {int(i["number"]): dict(i) for i in issues if i.get("state") == "open"}
         self.events: list[tuple[float, str, int]] = []  # (time, "open" | "comment" | "close", number)
+        self.pull_requests: set[int] = set()  # numbers of the pull requests it opened
 
     def step(self, now: float) -> tuple[list[dict], list[dict]]:
         """One event at time `now`: (issues to add or replace, comments to add)."""
@@ -481,6 +482,8 @@ class LiveActivity:
         if kind == "open":
             item = self._new_item(now)
             self._open[item["number"]] = item
+            if "pull_request" in item:
+                self.pull_requests.add(item["number"])
             self.events.append((now, "open", item["number"]))
             return [item], []
         if kind == "close":

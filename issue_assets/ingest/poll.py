@@ -22,10 +22,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+import pandas as pd
+
 from issue_assets.github.client import GitHubError, RateLimitedError
+from issue_assets.ingest import layout
 from issue_assets.ingest import sources as sources_mod
 from issue_assets.ingest.sync import cursor, iso, parse_time
-from issue_assets.lake.store import ObjectStore
+from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet
 
 KINDS = ("issues", "comments")
 UNCHANGED, CHANGED, NO_HISTORY, UNBOUND, DEFERRED, RATE_LIMITED, UNREACHABLE = (
@@ -163,7 +166,19 @@ class PollReport:
         return {"probes": [asdict(p) for p in self.probes], "budgets": self.budgets, "seconds": self.seconds}
 
 
-def _probe(repo: str, kind: str, since, source: sources_mod.Source, gate: _ApiGate, client_factory) -> Probe:
+def _stored_at(store: ObjectStore, repo: str, kind: str, ts) -> set:
+    """Ids of the raw log's versions updated in the second `ts`."""
+    key = layout.raw_month_key(kind, repo, ts.strftime("%Y-%m"))
+    try:
+        log = read_parquet(store, key, columns=["id", "updated_at"])
+    except KeyNotFound:
+        return set()
+    second = pd.Timestamp(ts).floor("s")
+    return set(log.loc[log["updated_at"].dt.floor("s") == second, "id"].tolist())
+
+
+def _probe(repo: str, kind: str, since, source: sources_mod.Source, gate: _ApiGate, client_factory,
+           store: ObjectStore) -> Probe:
     probe = Probe(repo, kind, DEFERRED, iso(since), api_url=source.api_url)
     why_not = gate.reserve()
     if why_not is not None:
@@ -186,6 +201,11 @@ def _probe(repo: str, kind: str, since, source: sources_mod.Source, gate: _ApiGa
                 times = [parse_time(i.get("updated_at")) for i in page.items if isinstance(i, dict)]
                 newest = max((t for t in times if t is not None), default=None)
                 changed = page.has_next or (newest is not None and newest > since)
+                if not changed and newest is not None:
+                    # Only items of the cursor's own second: one updated in that second after the sweep read
+                    # it would hide behind the cursor. Compare with what the log stores for that second.
+                    at_cursor = {i.get("id") for i, t in zip(page.items, times, strict=True) if t == since}
+                    changed = not at_cursor <= _stored_at(store, repo, kind, since)
                 probe.state = CHANGED if changed else UNCHANGED
                 if changed and newest is not None:
                     probe.newest = iso(newest)
@@ -240,7 +260,7 @@ def poll(repos: list[str], store: ObjectStore, *, budgets: dict[str, dict] | Non
     if tasks:
         workers = min(len(tasks), max(1, concurrency) * len(gates), 32)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-            report.probes.extend(pool.map(lambda t: _probe(*t, client_factory), tasks))
+            report.probes.extend(pool.map(lambda t: _probe(*t, client_factory, store), tasks))
     report.budgets = {url: asdict(gate.budget) for url, gate in gates.items()}
     report.seconds = time.perf_counter() - began
     return report
