@@ -52,6 +52,10 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 60
   poll_interval_seconds: 10
+  # A run whose worker was killed stays STARTED (the default launcher cannot see its process) and would hold
+  # back every run of its assets: after 30 minutes it is failed, and retried. History and training runs
+  # carry longer limits (dagster/max_runtime); runs of the CLI none.
+  max_runtime_seconds: 1800
 run_retries:
   enabled: true
   max_retries: 2
@@ -112,8 +116,8 @@ class Session:
         loggers = {"run_file": {"config": {"path": str(self.log_path)}}}
         if self.verbose:
             loggers["console"] = {"config": {"log_level": "DEBUG"}}
-        # The daemon must not re-run what the operator ran by hand (run_retries in dagster.yaml).
-        tags = {"dagster/max_retries": "0", **(tags or {})}
+        # The daemon must not re-run, nor time out, what the operator runs by hand (dagster.yaml).
+        tags = {"dagster/max_retries": "0", "dagster/max_runtime": "0", **(tags or {})}
         began = time.perf_counter()
         # Resources from the environment as it is now (the code location read it when first imported).
         result = job.execute_in_process(run_config={**(run_config or {}), "loggers": loggers},

@@ -31,7 +31,8 @@ _IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.
 def history_request(repo: str, source: sources.Source, attempt: int = 0) -> dg.RunRequest:
     """The repository's first ingest run: one sweep of its whole history (one event per asset)."""
     key = f"history:{repo}:{source.added_at or 'default'}" + (f":{attempt}" if attempt else "")
-    return dg.RunRequest(run_key=key, partition_key=repo, tags={INGEST_TAG: repo, BACKFILL_TAG: repo})
+    return dg.RunRequest(run_key=key, partition_key=repo,
+                         tags={INGEST_TAG: repo, BACKFILL_TAG: repo, "dagster/max_runtime": str(6 * 3600)})
 
 
 def _ingest_runs(instance: dg.DagsterInstance, tags: dict, statuses=None) -> list:
@@ -124,7 +125,8 @@ def _training_request(as_of: str, run_key: str, count: int) -> dg.RunRequest:
     run_config = {"ops": {"tuned_params": {"config": {"n_trials": trials}}}} if trials else {}
     # A candidate that fails its blocking check fails the run; retrying would train the same model again.
     return dg.RunRequest(run_key=run_key, partition_key=as_of, run_config=run_config,
-                         tags={"issue_assets/new_labels": str(count), "dagster/retry_on_asset_or_op_failure": "false"})
+                         tags={"issue_assets/new_labels": str(count), "dagster/retry_on_asset_or_op_failure": "false",
+                               "dagster/max_runtime": str(4 * 3600)})
 
 
 @dg.sensor(job=training_job, minimum_interval_seconds=config.retrain_seconds(),

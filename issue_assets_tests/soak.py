@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ class SoakConfig:
     history_days: int = 240
     live_interval: float = 2.0
     fault_rate: float = 0.1
-    rate_limit: int = 200
+    rate_limit: int = 80
     rate_limit_window: float = 60.0
     poll_seconds: int = 5
     automation_seconds: int = 5
@@ -41,7 +42,9 @@ class SoakConfig:
     retrain_threshold: int = 2
     trials: int = 3
     kill_daemon: bool = True
-    live_seconds: float = 60.0  # activity after the first predictions (the daemon is killed in between)
+    kill_worker: bool = False  # SIGKILL the worker process of a run in progress (after the daemon's restart)
+    max_runtime: int = 60  # run monitoring's limit for runs without their own (a killed worker's run)
+    live_seconds: float = 45.0  # activity after the first predictions (the daemon is killed in between)
     bound_seconds: float = 180.0  # an issue opened at the server must have a prediction within this
     timeout: float = 240.0  # for each wait
     postgres_db: str | None = None
@@ -67,6 +70,7 @@ class SoakResult:
     decisions: list = field(default_factory=list)
     training_new_labels: list = field(default_factory=list)
     killed_during: str = ""
+    killed_worker_of: str = ""
     duplicates: dict = field(default_factory=dict)
     missing: dict = field(default_factory=dict)
     latest_model_version: str = ""
@@ -107,7 +111,8 @@ class Soak:
         from issue_assets.application import LOCAL_INSTANCE_YAML
 
         text = LOCAL_INSTANCE_YAML.replace("poll_interval_seconds: 10", "poll_interval_seconds: 5").replace(
-            "start_timeout_seconds: 60", "start_timeout_seconds: 30")
+            "start_timeout_seconds: 60", "start_timeout_seconds: 30").replace(
+            "max_runtime_seconds: 1800", f"max_runtime_seconds: {self.config.max_runtime}")
         if self.config.postgres_db:
             deploy = (Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml").read_text()
             storage = deploy[deploy.index("storage:"):deploy.index("# Runs are queued")]
@@ -194,7 +199,17 @@ class Soak:
     def instance(self):
         import dagster as dg
 
-        return dg.DagsterInstance.from_config(str(self.dagster_home))
+        pg = {k: v for k, v in self.env().items() if k.startswith("DAGSTER_PG_")}
+        saved = {k: os.environ.get(k) for k in pg}
+        os.environ.update(pg)  # the PostgreSQL instance reads its connection from the environment
+        try:
+            return dg.DagsterInstance.from_config(str(self.dagster_home))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def runs(self) -> list:
         with self.instance() as inst:
@@ -228,6 +243,26 @@ class Soak:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["number", "model_version", "scoring_time"])
 
+    def _running_worker(self):
+        """(pid, run) of a run in progress whose worker process is alive, or None. Runs with their own time limit
+        (history, training: hours) are left alone; the instance's limit (`max_runtime`) frees the others."""
+        import dagster as dg
+
+        with self.instance() as inst:
+            for run in inst.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+                if "dagster/max_runtime" in run.tags:
+                    continue
+                for entry in inst.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+                    found = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
+                    if found:
+                        pid = int(found.group(1))
+                        try:
+                            os.kill(pid, 0)
+                        except ProcessLookupError:
+                            continue
+                        return pid, run
+        return None
+
     def promoted(self) -> str | None:
         champion = self.registry.champion()
         return champion if champion != self.result.weak_champion else None
@@ -251,6 +286,11 @@ class Soak:
             self.note(f"daemon killed with SIGKILL during {running.job_name} ({running.run_id[:8]})")
             time.sleep(2)
             self.start_daemon()
+        if c.kill_worker:
+            pid, run = self.wait("the worker of a run in progress", self._running_worker, every=0.5)
+            os.kill(pid, signal.SIGKILL)
+            r.killed_worker_of = run.job_name
+            self.note(f"worker {pid} of {run.job_name} ({run.run_id[:8]}) killed with SIGKILL")
         time.sleep(max(0.0, c.live_seconds - (time.time() - first_prediction)))
         stopped_at = time.time()
         self.server._live_stop.set()  # no new activity from here: let the platform catch up
@@ -264,7 +304,15 @@ class Soak:
 
         self.wait("every issue opened after the first predictions scored", scored, timeout=c.bound_seconds + 60)
         self.wait("the lake holds exactly what the server serves", lambda: not self.differences()[1])
-        self.wait("no run in progress", lambda: not [x for x in self.runs() if x.status.value in IN_PROGRESS])
+
+        def settled() -> bool:
+            from issue_assets.serving.scoring import read_latest_predictions
+
+            latest = read_latest_predictions(self.lake, REPO)
+            return (not [x for x in self.runs() if x.status.value in IN_PROGRESS] and latest is not None
+                    and (latest["model_version"] == self.registry.champion()).all())
+
+        self.wait("nothing in progress and the latest predictions by the champion", settled)
         r.wall_seconds = time.monotonic() - self.began
         self._collect(first_prediction, stopped_at, opened)
         return r

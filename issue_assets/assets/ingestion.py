@@ -37,11 +37,13 @@ def _ingest(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeR
     context.log.info(f"{repo} {kind}: sweeping {iso(start) or 'the whole history'} .. now from {source.api_url}")
 
     def on_event(event: str, info: dict) -> None:
+        # Pages go to the progress lines of an in-process run, not to the event log: an event per page
+        # would be stored in the instance (a history of 1,500 pages = 1,500 events).
         if event == "page":
             progress.report("page", repo=repo, kind=kind, items=info.get("items", 0))
 
     with github.client(repo, store, on_event=on_event) as client:
-        result = sync_window(client, store, repo, kind, start, None, on_progress=context.log.debug)
+        result = sync_window(client, store, repo, kind, start, None)
     manifest = read_json(store, layout.raw_manifest_key(kind, repo), default={}) or {}
     after = cursor(store, repo, kind)
     return dg.MaterializeResult(metadata={

@@ -619,6 +619,10 @@ class ReplayServer:
         return {"limit": self.rate_limit, "used": used, "remaining": max(0, self.rate_limit - used),
                 "reset": int(math.ceil(reset)), "resource": "core"}
 
+    def rate_limit(self) -> dict:
+        """The primary budget now: limit, used, remaining, reset (what GET /rate_limit answers)."""
+        return self._rate_snapshot()
+
     def _rate_headers(self) -> list:
         snap = self._rate_snapshot()
         return [("x-ratelimit-limit", str(snap["limit"])), ("x-ratelimit-remaining", str(snap["remaining"])),
