@@ -137,7 +137,7 @@ def bench_poll(latency_ms: float = 100.0, ticks: int = 5, hour_ticks: int = 60) 
                 _ingest_all(quiet_store, repos, quiet, Path(quiet_tmp) / "http_cache")
                 resources["lake"] = LakeResource(uri=str(Path(quiet_tmp) / "lake"))
                 resources["github"] = GitHubResource(token=TOKEN, cache_dir=str(Path(quiet_tmp) / "http_cache"))
-                used = quiet.rate_limit()["used"]
+                used = quiet.rate_limit_status()["used"]
                 quiet.reset_stats()
                 cursor = None
                 for _ in range(hour_ticks):
@@ -145,7 +145,7 @@ def bench_poll(latency_ms: float = 100.0, ticks: int = 5, hour_ticks: int = 60) 
                     cursor = result.cursor
                 out["hour"] = {"ticks": hour_ticks, "requests": quiet.stats()["requests"],
                                "by_status": quiet.stats()["by_status"],
-                               "points": quiet.rate_limit()["used"] - used}
+                               "points": quiet.rate_limit_status()["used"] - used}
         for name in ("GITHUB_API_URL", "GITHUB_TOKEN"):
             os.environ.pop(name, None)
     return out

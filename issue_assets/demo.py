@@ -70,10 +70,10 @@ def run_demo(session: application.Session, steps, *, n_issues: int = 3000, share
     try:
         summary = application.run_all(session, server.repos, trials=trials, step=steps.step)
         with steps.step("poll with nothing new") as line:
-            used = server.rate_limit()["used"]
+            used = server.rate_limit_status()["used"]
             report = poll.poll(server.repos, open_store(config.lake_uri()))
             line.summary = (f"{report.requests} conditional requests, {report.counts().get('unchanged', 0)} answered "
-                            f"304 (no change); the server's rate limit used {server.rate_limit()['used'] - used} "
+                            f"304 (no change); the server's rate limit used {server.rate_limit_status()['used'] - used} "
                             "points for them (GitHub charges a 304 only without a token)")
         summary["poll"] = report
         summary["server"] = server.stats()

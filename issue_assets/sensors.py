@@ -14,7 +14,6 @@ import pandas as pd
 from issue_assets import config
 from issue_assets.alerts import failure_payload, post_alert
 from issue_assets.ingest import poll, sources
-from issue_assets.ingest.sync import cursor as ingest_cursor
 from issue_assets.jobs import INGEST_TAG, ingest_job, training_job
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import GitHubResource, LakeResource, ModelStoreResource
@@ -59,7 +58,7 @@ def repositories_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     new_partitions = [r for r in bound if r not in known]
     requests, waiting = [], []
     for repo, source in bound.items():
-        if ingest_cursor(store, repo, "issues") is not None and ingest_cursor(store, repo, "comments") is not None:
+        if all(poll.has_history(store, repo, kind) for kind in poll.KINDS):
             continue
         runs = _ingest_runs(context.instance, {BACKFILL_TAG: repo})
         if any(r.status in _IN_PROGRESS for r in runs):

@@ -377,6 +377,19 @@ class Soak:
             r.rate_limit_waits += log.read_text(errors="replace").count("rate limit exhausted: waiting")
 
 
+def postgres_admin(sql: str) -> None:
+    """CREATE / DROP DATABASE on the server at 127.0.0.1:5432 (outside a transaction)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
 def summary(result: SoakResult) -> str:
     lat = np.array(result.latencies) if result.latencies else np.array([np.nan])
     return json.dumps({"wall_s": round(result.wall_seconds, 1), "runs": result.runs, "retries": result.retries,

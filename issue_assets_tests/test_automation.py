@@ -424,13 +424,13 @@ def _poll_tick(env, cursor=None):
 
 
 def test_poll_with_nothing_new_costs_two_free_304s_and_requests_nothing(polled):
-    used = polled["server"].rate_limit()["used"]
+    used = polled["server"].rate_limit_status()["used"]
     result = _poll_tick(polled)
     assert not result.run_requests
     assert result.skip_reason.skip_message.startswith("1 repositories polled in")
     assert "2 unchanged; 2 requests, 0 rate-limit points" in result.skip_reason.skip_message
     assert polled["server"].stats()["by_status"] == {"304": 2}
-    assert polled["server"].rate_limit()["used"] == used
+    assert polled["server"].rate_limit_status()["used"] == used
     state = json.loads(result.cursor)
     assert state["budgets"][polled["server"].url]["spent"] == 0 and polled["token"] not in result.cursor
 

@@ -131,3 +131,45 @@ def test_unknown_repository_fails_the_step_naming_job_partition_and_repository(p
 def test_cutoff_is_end_of_day_or_now():
     assert training.cutoff_of("2020-05-01") == pd.Timestamp("2020-05-02", tz="UTC")
     assert training.cutoff_of("2199-01-01") <= pd.Timestamp.now(tz="UTC")
+
+
+def test_status_reports_what_the_lake_registry_and_instance_hold(pipeline_home):
+    from issue_assets import status
+    from issue_assets.ingest.current import load_current
+
+    home, instance = pipeline_home["home"], pipeline_home["instance"]
+    now = pd.Timestamp.now(tz="UTC")
+    result = status.collect(instance, now=now)
+    repo = result["repositories"][REPO]
+    assert repo["source"]["api_url"] == pipeline_home["server"].url and repo["source"]["kind"] == "local"
+    table = load_current(LocalStore(home / "lake"), "issues", REPO)
+    opened = table.loc[table["state"] == "open"]
+    assert repo["open"] == len(opened) == repo["pull_requests"] + repo["in_window"] + repo["decided"]
+    assert repo["pull_requests"] == int(opened["is_pull_request"].sum())
+    inside = ((now - opened["created_at"]) < pd.Timedelta(days=7)) & ~opened["is_pull_request"]
+    assert repo["in_window"] == int(inside.sum())
+    assert repo["last_ingest"] is not None and repo["predictions"]["rows"] > 0
+    registry = ModelRegistry(LocalStore(home / "registry"))
+    model_status = result["model"]
+    assert model_status["champion"] == registry.champion()
+    assert model_status["test_roc_auc"] == registry.get_metadata(registry.champion())["metrics"]["roc_auc"]
+    assert model_status["new_labels"]["threshold"] == 200
+    assert model_status["last_decisions"] and model_status["last_decisions"][0]["event"] == "promoted"
+    assert set(result["freshness"]) == set(status.WATCHED)
+    assert result["freshness"]["raw_issues"]["last_materialization"] is not None
+    assert result["daemon"]["running"] is False
+    lines = status.format_text(result)
+    assert any(line.startswith("champion       " + registry.champion()) for line in lines)
+
+
+def test_window_split_counts_pull_requests_window_and_decided():
+    from issue_assets.status import window_split
+
+    now = pd.Timestamp("2026-03-10", tz="UTC")
+    table = pd.DataFrame({
+        "state": ["open", "open", "open", "open", "closed"],
+        "is_pull_request": [True, False, False, False, False],
+        "created_at": pd.to_datetime(["2026-03-09", "2026-03-09", "2026-03-03T00:00:01", "2026-03-02", "2026-03-09"],
+                                     utc=True)})
+    assert window_split(table, now) == {"open": 4, "pull_requests": 1, "in_window": 2, "decided": 1}
+    assert window_split(table.iloc[:0], now)["open"] == 0

@@ -52,13 +52,13 @@ def test_nothing_new_is_one_free_304_per_endpoint_and_a_change_is_fingerprinted(
         env["mp"].setenv("GITHUB_TOKEN", TOKEN)
         _ingest(env["store"], repos, server, env["cache"])
         before = {p: p.read_bytes() for p in env["cache"].iterdir()}
-        used = server.rate_limit()["used"]
+        used = server.rate_limit_status()["used"]
         server.reset_stats()
         report = poll.poll(repos, env["store"], cache_dir=env["cache"])
         assert report.counts() == {"unchanged": 4} and report.changed() == {}
         assert report.requests == 4 and report.points == 0
         assert server.stats()["by_endpoint_status"] == {"issues": {"304": 2}, "comments": {"304": 2}}
-        assert server.rate_limit()["used"] == used  # authorized 304s cost nothing
+        assert server.rate_limit_status()["used"] == used  # authorized 304s cost nothing
         assert report.budgets[server.url]["limit"] == 5000 and report.budgets[server.url]["spent"] == 0
 
         server.add_issues([_new_issue(issues, "a/two", 500)])
@@ -139,7 +139,7 @@ def test_the_poll_spends_at_most_its_share_of_the_budget(env):
         # Same window, next tick: nothing left for the poll; the other half stays for the ingest.
         again = poll.poll(repos, env["store"], cache_dir=env["cache"], share=0.5, budgets=report.budgets)
         assert limited.stats()["requests"] == 5 and again.counts() == {"deferred": 20}
-        assert limited.rate_limit()["remaining"] == 5
+        assert limited.rate_limit_status()["remaining"] == 5
 
 
 def test_an_item_updated_in_the_cursors_second_after_the_sweep_is_a_change(env):
@@ -161,3 +161,16 @@ def test_an_item_updated_in_the_cursors_second_after_the_sweep_is_a_change(env):
         with sources.client_for("a/one", env["store"], cache_dir=env["cache"]) as client:
             sync_incremental(client, env["store"], "a/one", "issues")
         assert poll.poll(["a/one"], env["store"], cache_dir=env["cache"]).by_repo()["a/one"]["issues"].state == "unchanged"
+
+
+def test_a_repository_without_comments_is_polled_for_its_first_comment(env):
+    issues, comments = _items(["a/one"])
+    with ReplayServer(issues, []) as server:
+        _ingest(env["store"], ["a/one"], server, env["cache"])
+        report = poll.poll(["a/one"], env["store"], cache_dir=env["cache"])
+        assert {k: p.state for k, p in report.by_repo()["a/one"].items()} == {"issues": "unchanged",
+                                                                               "comments": "unchanged"}
+        assert server.stats()["by_endpoint_status"]["comments"] == {"200": 1, "304": 1}
+        server.add_comments(comments[:1])
+        assert poll.poll(["a/one"], env["store"], cache_dir=env["cache"]).by_repo()["a/one"]["comments"].state == \
+            "changed"

@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pytest
 from conftest import postgres_unavailable
-from soak import Soak, SoakConfig, summary
+from soak import Soak, SoakConfig, postgres_admin, summary
 
 
 def _check(soak: Soak) -> None:
@@ -48,24 +48,12 @@ def test_soak_under_the_daemon_on_sqlite(tmp_path):
 @pytest.mark.postgres
 @pytest.mark.skipif(postgres_unavailable() is not None, reason=postgres_unavailable() or "")
 def test_soak_under_the_daemon_on_postgres(tmp_path):
-    import psycopg2
-
-    db = f"wt_soak_{uuid.uuid4().hex[:10]}"
-
-    def admin(sql: str) -> None:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=5)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-    admin(f"CREATE DATABASE {db}")
+    db = f"wt11_soak_{uuid.uuid4().hex[:10]}"
+    postgres_admin(f"CREATE DATABASE {db}")
     try:
         # Here the worker of a run in progress is killed instead of the daemon: run monitoring fails the run at
         # its time limit and the retry completes it.
         with Soak(tmp_path, SoakConfig(postgres_db=db, kill_daemon=False, kill_worker=True)) as soak:
             _check(soak)
     finally:
-        admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        postgres_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -619,7 +619,7 @@ class ReplayServer:
         return {"limit": self.rate_limit, "used": used, "remaining": max(0, self.rate_limit - used),
                 "reset": int(math.ceil(reset)), "resource": "core"}
 
-    def rate_limit(self) -> dict:
+    def rate_limit_status(self) -> dict:
         """The primary budget now: limit, used, remaining, reset (what GET /rate_limit answers)."""
         return self._rate_snapshot()
 

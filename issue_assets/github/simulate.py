@@ -453,8 +453,8 @@ def write_export(items: Iterable[dict], path: str | Path) -> Path:
 
 class LiveActivity:
     """New activity for a simulated repository, stamped with the time it happens: new issues and pull
-    requests, comments on open items, and closes (mostly of issues still inside their 7-day window, so
-    new labels keep arriving). Items are drawn from another simulated history of the same repository,
+    requests, comments on open items, and closes (mostly of issues, not pull requests, still inside their
+    7-day window, so new labels keep arriving). Items are drawn from another simulated history of the same repository,
     renumbered after the served ones, so they read like the rest. Every item keeps `_meta.simulated`.
     """
 
@@ -487,7 +487,8 @@ class LiveActivity:
             self.events.append((now, "open", item["number"]))
             return [item], []
         if kind == "close":
-            recent = [n for n, i in self._open.items() if now - _parse(i["created_at"]) < 7 * DAY]
+            recent = [n for n, i in self._open.items()
+                      if now - _parse(i["created_at"]) < 7 * DAY and "pull_request" not in i]
             number = self.rng.choice(recent if recent and self.rng.random() < 0.8 else list(self._open))
             item = dict(self._open.pop(number), state="closed", closed_at=_iso(now), updated_at=_iso(now),
                         state_reason="completed")

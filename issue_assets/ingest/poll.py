@@ -28,6 +28,7 @@ from issue_assets.github.client import GitHubError, RateLimitedError
 from issue_assets.ingest import layout
 from issue_assets.ingest import sources as sources_mod
 from issue_assets.ingest.sync import cursor, iso, parse_time
+from issue_assets.lake.documents import read_json
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet
 
 KINDS = ("issues", "comments")
@@ -166,6 +167,15 @@ class PollReport:
         return {"probes": [asdict(p) for p in self.probes], "budgets": self.budgets, "seconds": self.seconds}
 
 
+def has_history(store: ObjectStore, repo: str, kind: str) -> bool:
+    """The repository's first sweep of `kind` finished: a cursor, or a complete sweep that found nothing
+    (a repository without comments has no comment cursor)."""
+    if cursor(store, repo, kind) is not None:
+        return True
+    done = (read_json(store, layout.sync_state_key(repo), default={}) or {}).get("windows_done", {})
+    return f"{kind}:beginning..now" in done
+
+
 def _stored_at(store: ObjectStore, repo: str, kind: str, ts) -> set:
     """Ids of the raw log's versions updated in the second `ts`."""
     key = layout.raw_month_key(kind, repo, ts.strftime("%Y-%m"))
@@ -200,8 +210,8 @@ def _probe(repo: str, kind: str, since, source: sources_mod.Source, gate: _ApiGa
             else:
                 times = [parse_time(i.get("updated_at")) for i in page.items if isinstance(i, dict)]
                 newest = max((t for t in times if t is not None), default=None)
-                changed = page.has_next or (newest is not None and newest > since)
-                if not changed and newest is not None:
+                changed = page.has_next or (newest is not None and (since is None or newest > since))
+                if not changed and newest is not None and since is not None:
                     # Only items of the cursor's own second: one updated in that second after the sweep read
                     # it would hide behind the cursor. Compare with what the log stores for that second.
                     at_cursor = {i.get("id") for i, t in zip(page.items, times, strict=True) if t == since}
@@ -252,7 +262,7 @@ def poll(repos: list[str], store: ObjectStore, *, budgets: dict[str, dict] | Non
             gates[source.api_url] = _ApiGate(ApiBudget(**previous), share, concurrency, now())
         for kind in KINDS:
             since = cursor(store, repo, kind)
-            if since is None:
+            if since is None and not has_history(store, repo, kind):
                 report.probes.append(Probe(repo, kind, NO_HISTORY, None, "no ingest yet: the repositories sensor "
                                            "backfills its history", api_url=source.api_url))
             else:
