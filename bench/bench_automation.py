@@ -321,12 +321,18 @@ def bench_cli(home: Path, repeats: int = 5) -> dict:
     env = _clean_env(ISSUE_ASSETS_HOME=str(home))
     out = {}
     for args in (["--help"], ["repos", "list"], ["model", "list"], ["model", "show"], ["status"]):
-        times = []
+        times, first = [], []
         for _ in range(repeats):
             began = time.perf_counter()
-            proc = subprocess.run([str(VENV_BIN / "issue-assets"), *args], env=env, capture_output=True, text=True)
+            proc = subprocess.Popen([str(VENV_BIN / "issue-assets"), *args], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+            proc.stdout.readline()
+            first.append(time.perf_counter() - began)
+            proc.stdout.read()
+            proc.wait()
             times.append(time.perf_counter() - began)
-        out[" ".join(args)] = {"median_s": statistics.median(times), "max_s": max(times), "code": proc.returncode}
+        out[" ".join(args)] = {"median_s": statistics.median(times), "max_s": max(times),
+                               "first_line_s": statistics.median(first), "code": proc.returncode}
     return out
 
 
@@ -392,9 +398,10 @@ def report(poll: dict, retraining: dict, overhead: dict, cli: dict, demo: dict |
               f"**{ingest_app / ingest_core:.2f}x**; whole pipeline **{app / core:.2f}x**; "
               f"{runs['application'][-1]['materializations']} materializations in the instance.", "",
               "## 4. CLI start-up (after the demo's home exists)", "",
-              "| command | median | max | exit |", "|---|---|---|---|"]
+              "| command | first line printed (median) | done (median) | done (max) | exit |", "|---|---|---|---|---|"]
     for label, r in cli.items():
-        lines.append(f"| `issue-assets {label}` | {r['median_s']:.2f} s | {r['max_s']:.2f} s | {r['code']} |")
+        lines.append(f"| `issue-assets {label}` | {r['first_line_s']:.2f} s | {r['median_s']:.2f} s | "
+                     f"{r['max_s']:.2f} s | {r['code']} |")
     if demo is not None:
         lines += ["", "## 5. `issue-assets demo` end to end", "",
                   f"Environment installed, fresh ISSUE_ASSETS_HOME: **{demo['seconds']:.1f} s**, exit code "

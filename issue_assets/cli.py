@@ -355,15 +355,20 @@ def dev(port, live_interval) -> None:
 def status(as_json) -> None:
     """Per repository: its source, last ingest, open issues (inside their window / decided); new labels
     against the retraining threshold; the champion; freshness; the last promotion decisions."""
+    from issue_assets import status as view
+
+    lake = view.collect_lake()
+    if not as_json:  # what the lake and the registry say first; the instance's records follow
+        for line in view.format_lake(lake):
+            click.echo(line)
     from issue_assets import application
-    from issue_assets.status import collect, format_text
 
     with application.instance() as inst:
-        result = collect(inst)
+        result = lake | view.collect_instance(inst, lake)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
-    for line in format_text(result):
+    for line in view.format_instance(result):
         click.echo(line)
 
 

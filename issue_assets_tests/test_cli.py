@@ -215,8 +215,14 @@ def test_model_commands_and_status_on_an_empty_home(env):
     assert status.exit_code == 0, status.output
     assert "dagster-daemon not running" in status.output and "no repositories registered" in status.output
     data = json.loads(invoke("status", "--json").output)
-    assert set(data) == {"generated_at", "daemon", "repositories", "model", "freshness"}
+    assert set(data) == {"generated_at", "daemon", "repositories", "model", "freshness", "unbound"}
     assert data["model"]["champion"] is None and data["model"]["new_labels"]["threshold"] == 200
+    # A partition added in the UI, not bound yet: named, never looked up anywhere.
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(env / "dagster_home")) as instance:
+        instance.add_dynamic_partitions("repos", ["ui/added"])
+    assert "not bound yet  ui/added" in invoke("status").output
 
 
 def test_fast_commands_import_no_heavy_library(env):

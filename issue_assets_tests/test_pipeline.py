@@ -169,7 +169,8 @@ def test_window_split_counts_pull_requests_window_and_decided():
     table = pd.DataFrame({
         "state": ["open", "open", "open", "open", "closed"],
         "is_pull_request": [True, False, False, False, False],
-        "created_at": pd.to_datetime(["2026-03-09", "2026-03-09", "2026-03-03T00:00:01", "2026-03-02", "2026-03-09"],
+        "created_at": pd.to_datetime(["2026-03-09T00:00:00", "2026-03-09T00:00:00", "2026-03-03T00:00:01", "2026-03-02T00:00:00",
+                                      "2026-03-09T00:00:00"],
                                      utc=True)})
     assert window_split(table, now) == {"open": 4, "pull_requests": 1, "in_window": 2, "decided": 1}
     assert window_split(table.iloc[:0], now)["open"] == 0
