@@ -327,8 +327,13 @@ def dev(port, live_interval) -> None:
     click.echo(f"dagster dev on http://127.0.0.1:{port} with DAGSTER_HOME={home} (Ctrl-C stops both)")
     # Its own process group: a stop (Ctrl-C, SIGTERM) reaches dagster dev, which shuts down its webserver,
     # daemon and code servers; whatever is left of the group after that is ended with it.
-    proc = subprocess.Popen([str(exe if exe.exists() else "dagster"), "dev", *target, "-p", str(port)],
-                            env={**os.environ, "DAGSTER_HOME": str(home)}, start_new_session=True)
+    # Dagster's own CLI warns that `dagster dev` is superseded by `dg dev` (a separate package); nothing to act on.
+    env = {**os.environ, "DAGSTER_HOME": str(home),
+           "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
+    # SIGINT restored to its default: started from a background shell it would be inherited as ignored, and
+    # dagster dev (which maps SIGTERM to SIGINT) could then not be stopped.
+    proc = subprocess.Popen([str(exe if exe.exists() else "dagster"), "dev", *target, "-p", str(port)], env=env,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stop = {"signal": None}
 
     def forward(signum, _frame) -> None:

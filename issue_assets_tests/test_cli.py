@@ -267,3 +267,77 @@ def test_demo_is_quiet_short_and_true(env, tmp_path):
     assert total == int((table["state"] == "open").sum())
     assert "(LEAKY: ref_label_count, ref_has_bug_label, ref_comment_count" in output
     assert "make dev -> http://127.0.0.1:3000" in output
+
+
+def test_dev_serves_bound_exports_live_and_stops_cleanly(env, tmp_path):
+    """`make dev`: a live replay server for the repository the demo bound to exports, the repository rebound to
+    it, `dagster dev` up; SIGTERM stops all of it (no process of its group is left)."""
+    import os
+    import signal
+    import socket
+    import time
+
+    from issue_assets.ingest import sources
+    from issue_assets.lake.store import LocalStore
+
+    out = tmp_path / "sim"
+    assert invoke("simulate", "--out", str(out), "--issues", "80").exit_code == 0
+    store = LocalStore(env / "lake")
+    exports = {"issues": [out / "demo-org__demo-project_issues.jsonl.gz"],
+               "comments": [out / "demo-org__demo-project_comments.jsonl.gz"]}
+    sources.add("demo-org/demo-project", "http://127.0.0.1:9", simulated=True, exports=exports, store=store)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("issue-assets")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUE_ASSETS_", "DAGSTER_", "GITHUB_"))}
+    proc = subprocess.Popen([str(exe), "dev", "--port", str(port), "--live", "0.5"], env=clean | {
+        "ISSUE_ASSETS_HOME": str(env)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert re.match(r"demo-org/demo-project: served at http://127\.0\.0\.1:\d+, a new event every ~0\.5s", first)
+        url = sources.all_sources(store)["demo-org/demo-project"].api_url
+        assert url != "http://127.0.0.1:9" and first.split()[3].rstrip(",") == url
+        before = len(requests.get(f"{url}/repos/demo-org/demo-project/issues?state=all&per_page=100", timeout=10)
+                     .json())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        else:
+            pytest.fail("dagster dev did not answer within 120 s")
+        after = requests.get(f"{url}/repos/demo-org/demo-project/issues?state=all&per_page=100", timeout=10).json()
+        assert len(after) >= before  # live activity keeps adding (or updating) items
+        family = _descendants(proc.pid)
+        assert len(family) >= 3  # dagster dev, its webserver, daemon and code servers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    time.sleep(2)
+    alive = [pid for pid in family if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"]
+    assert not alive, f"left running: {alive}"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
