@@ -35,7 +35,7 @@ VENV_BIN = Path(sys.executable).parent
 REPO = "demo-org/demo-project"
 TOKEN = "ghp_BenchAutomationToken_0123456789"
 
-from machine import cpu_model, load_average  # noqa: E402
+from machine import cpu_model, load_average, write_results  # noqa: E402
 
 
 def _clean_env(**extra) -> dict:
@@ -438,7 +438,7 @@ def main() -> None:
     print(json.dumps(cli, indent=1), flush=True)
     loads["after"] = load_average()
     text = report(poll, retraining, overhead, cli, demo, command, loads)
-    Path(args.out).write_text(text)
+    write_results(args.out, text)
     if args.json:
         Path(args.json).write_text(json.dumps({"poll": poll, "retraining": retraining, "overhead": overhead,
                                                "cli": cli, "demo": demo}, indent=1, default=str))

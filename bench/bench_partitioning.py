@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 REPO = "demo-org/demo-project"
 START = "2024-01-01"
 
-from machine import cpu_model, load_average  # noqa: E402
+from machine import cpu_model, load_average, write_results  # noqa: E402
 
 
 def _event_counts(dagster_home: Path) -> dict:
@@ -202,7 +202,7 @@ def main() -> None:
         lines.append(f"| {label} | {last['partitions_per_asset']} | {secs:.2f} | {secs / core:.2f}x | "
                      f"{last['events']} | {last['materializations']} | {last['planned']} |")
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    write_results(args.out, text)
     print(text)
 
 

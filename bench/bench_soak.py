@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "issue_assets_tests"))
 
-from machine import cpu_model, load_average  # noqa: E402
+from machine import cpu_model, load_average, write_results  # noqa: E402
 from soak import Soak, SoakConfig, postgres_admin  # noqa: E402
 
 
@@ -103,7 +103,7 @@ def main() -> None:
     config, result = run(args)
     text = report(config, result, command, (before, load_average()))
     print(json.dumps(result, indent=1, default=str))
-    Path(args.out).write_text(text)
+    write_results(args.out, text)
     print(text)
 
 
