@@ -24,9 +24,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_partitioning.py
+	$(PY) bench/bench_automation.py
+	$(PY) bench/bench_soak.py
 
+# The UI and the daemon on the demo's instance, with a live replay server for the simulated repository.
 dev: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/data/dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/issue-assets dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

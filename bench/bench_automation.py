@@ -1,10 +1,12 @@
-"""Benchmarks of the automation layer (offline; loopback replay server only):
+"""Benchmarks of the automation layer and the CLI (offline; loopback replay servers only):
 
-1. one `new_labelled_issues_sensor` tick over 50 repositories (2,000-row feature tables), with and without
-   the GitHub poll (median of 5 ticks);
-2. Dagster's overhead around the core: the same pipeline as plain core calls, through
-   `pipeline.run_pipeline` (ephemeral and persistent SQLite instance), and as `dagster job execute`;
-3. `issue-assets demo` end to end (one run).
+1. a `new_activity_sensor` tick (the conditional poll) over 50 repositories, with and without changes, at
+   a realistic per-request latency; and the rate-limit points an hour of polls costs with nothing changing;
+2. a `new_labelled_issues_sensor` tick over 50 repositories (2,000-row feature tables);
+3. Dagster's overhead around the core: the same pipeline as plain core calls and through the application
+   layer (named asset jobs, in-process) on a persistent SQLite instance, step by step;
+4. CLI start-up per command;
+5. `issue-assets demo` end to end, with its steps.
 
     .venv/bin/python bench/bench_automation.py [--skip-demo] [--out bench/AUTOMATION_RESULTS.md]
 """
@@ -15,7 +17,7 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
+import re
 import statistics
 import subprocess
 import sys
@@ -31,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 VENV_BIN = Path(sys.executable).parent
 REPO = "demo-org/demo-project"
+TOKEN = "ghp_BenchAutomationToken_0123456789"
 
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, load_average, write_results  # noqa: E402
 
 
 def _clean_env(**extra) -> dict:
@@ -43,73 +46,27 @@ def _clean_env(**extra) -> dict:
     return env
 
 
-# ---- 1. sensor tick --------------------------------------------------------------------------
-
-def bench_sensor(n_repos: int = 50, rows: int = 2000, ticks: int = 5) -> dict:
-    import dagster as dg
-
-    from issue_assets.github.client import GitHubClient
-    from issue_assets.github.conditional_cache import ConditionalCache
-    from issue_assets.github.replay import ReplayServer
+def _fifty(n_repos: int = 50):
     from issue_assets.github.simulate import simulate_repository
-    from issue_assets.ingest.sync import sync_incremental
-    from issue_assets.lake import keys
-    from issue_assets.lake.store import LocalStore, write_parquet
-    from issue_assets.resources import GitHubResource, LakeResource, ModelStoreResource
-    from issue_assets.sensors import new_labelled_issues_sensor
 
     repos = [f"bench-org/repo-{i:02d}" for i in range(n_repos)]
-    rng = np.random.default_rng(0)
-    now = pd.Timestamp.now(tz="UTC")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        store = LocalStore(tmp / "lake")
-        cache_path = tmp / "http_cache.json"
-        items = []
-        for i, repo in enumerate(repos):
-            issues, _ = simulate_repository(repo, n_issues=4, seed=i, start="2026-01-01T00:00:00Z", days=60)
-            items += issues
-        with ReplayServer(items) as server:
-            # The state a daily ingest leaves: raw log, cursor, and the cursor's page primed for a 304.
-            with GitHubClient(server.url, None, cache=ConditionalCache(cache_path)) as client:
-                for repo in repos:
-                    sync_incremental(client, store, repo, "issues")
-            for n, repo in enumerate(repos):
-                ingested = [i["id"] for i in items if i["repository_url"].endswith(f"/{repo}")
-                            and "pull_request" not in i]
-                ids = np.concatenate([ingested, np.arange(rows - len(ingested)) + 10_000_000 * (n + 1)])
-                known = now - pd.to_timedelta(rng.uniform(0, 700, rows), unit="D")
-                write_parquet(store, keys.features_key(repo), pd.DataFrame({
-                    "id": ids.astype("int64"), "label_known_at": pd.Series(known).astype("datetime64[us, UTC]")}))
-            resources = {"lake": LakeResource(uri=str(tmp / "lake")),
-                         "model_store": ModelStoreResource(uri=str(tmp / "registry")),
-                         "github": GitHubResource(api_url=server.url, cache_path=str(cache_path))}
-            os.environ["RETRAIN_THRESHOLD"] = str(10**9)
-            out = {}
-            with dg.DagsterInstance.ephemeral() as instance:
-                instance.add_dynamic_partitions("repos", repos)
-                variants = (("with GitHub poll, nothing new (304s)", "1"),
-                            ("store only (RETRAIN_POLL_GITHUB=0)", "0"),
-                            ("with GitHub poll, 1 new closed issue per repo (200s)", "1"))
-                for label, poll in variants:
-                    if "new closed" in label:
-                        server.add_issues(_fresh_issues(items, now))
-                    os.environ["RETRAIN_POLL_GITHUB"] = poll
-                    times, message = [], ""
-                    server.reset_stats()
-                    for _ in range(ticks):
-                        began = time.perf_counter()
-                        with dg.build_sensor_context(instance=instance, resources=resources) as context:
-                            result = new_labelled_issues_sensor(context)
-                        times.append(time.perf_counter() - began)
-                        message = result.skip_message
-                    stats = server.stats()
-                    out[label] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-                                  "requests_per_tick": stats["requests"] / ticks,
-                                  "by_status": stats["by_status"], "message": message}
-            os.environ.pop("RETRAIN_POLL_GITHUB", None)
-            os.environ.pop("RETRAIN_THRESHOLD", None)
-    return out
+    items, comments = [], []
+    for i, repo in enumerate(repos):
+        issues, notes = simulate_repository(repo, n_issues=4, seed=i, start="2026-01-01T00:00:00Z", days=60)
+        items += issues
+        comments += notes
+    return repos, items, comments
+
+
+def _ingest_all(store, repos, server, cache_dir) -> None:
+    from issue_assets.ingest import sources
+    from issue_assets.ingest.sync import sync_incremental
+
+    for repo in repos:
+        sources.add(repo, server.url, store=store)
+        with sources.client_for(repo, store, cache_dir=cache_dir) as client:
+            for kind in ("issues", "comments"):
+                sync_incremental(client, store, repo, kind)
 
 
 def _fresh_issues(items: list[dict], now: pd.Timestamp) -> list[dict]:
@@ -129,13 +86,119 @@ def _fresh_issues(items: list[dict], now: pd.Timestamp) -> list[dict]:
     return fresh
 
 
-# ---- 2. Dagster overhead ---------------------------------------------------------------------
+# ---- 1. the poll -----------------------------------------------------------------------------
 
-def _simulated(n_issues: int):
-    from issue_assets.github.simulate import simulate_repository
+def bench_poll(latency_ms: float = 100.0, ticks: int = 5, hour_ticks: int = 60) -> dict:
+    import dagster as dg
 
-    return simulate_repository(REPO, n_issues=n_issues, seed=1, start="2024-11-01T00:00:00Z", days=700)
+    from issue_assets.github.replay import ReplayServer
+    from issue_assets.lake.store import LocalStore
+    from issue_assets.resources import GitHubResource, LakeResource
+    from issue_assets.sensors import new_activity_sensor
 
+    repos, items, comments = _fifty()
+    out: dict = {"latency_ms": latency_ms, "repos": len(repos)}
+    with tempfile.TemporaryDirectory() as tmp, ReplayServer(items, comments, token=TOKEN) as server:
+        tmp = Path(tmp)
+        os.environ.update(GITHUB_API_URL=server.url, GITHUB_TOKEN=TOKEN)
+        store = LocalStore(tmp / "lake")
+        _ingest_all(store, repos, server, tmp / "http_cache")
+        server.latency_ms = latency_ms
+        resources = {"lake": LakeResource(uri=str(tmp / "lake")),
+                     "github": GitHubResource(token=TOKEN, cache_dir=str(tmp / "http_cache"))}
+        with dg.DagsterInstance.ephemeral() as instance:
+            instance.add_dynamic_partitions("repos", repos)
+
+            def tick(cursor=None):
+                began = time.perf_counter()
+                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                    result = new_activity_sensor(context)
+                return time.perf_counter() - began, result
+
+            for label, change in (("nothing new (304s)", False), ("a new issue in every repository", True)):
+                if change:
+                    server.add_issues(_fresh_issues(items, pd.Timestamp.now(tz="UTC")))
+                times, requests = [], 0
+                cursor = None
+                for _ in range(ticks):
+                    server.reset_stats()
+                    seconds, result = tick(cursor)
+                    cursor = result.cursor
+                    times.append(seconds)
+                    requests = server.stats()["requests"]
+                out[label] = {"median_s": statistics.median(times), "max_s": max(times), "requests": requests,
+                              "run_requests": len(result.run_requests or []),
+                              "by_status": server.stats()["by_status"]}
+            # An hour of 1-minute polls with nothing changing, compressed: the server's budget before and after.
+            server.latency_ms = 0
+            with tempfile.TemporaryDirectory() as quiet_tmp, ReplayServer(items, comments, token=TOKEN) as quiet:
+                os.environ["GITHUB_API_URL"] = quiet.url
+                quiet_store = LocalStore(Path(quiet_tmp) / "lake")
+                _ingest_all(quiet_store, repos, quiet, Path(quiet_tmp) / "http_cache")
+                resources["lake"] = LakeResource(uri=str(Path(quiet_tmp) / "lake"))
+                resources["github"] = GitHubResource(token=TOKEN, cache_dir=str(Path(quiet_tmp) / "http_cache"))
+                used = quiet.rate_limit_status()["used"]
+                quiet.reset_stats()
+                cursor = None
+                for _ in range(hour_ticks):
+                    _, result = tick(cursor)
+                    cursor = result.cursor
+                out["hour"] = {"ticks": hour_ticks, "requests": quiet.stats()["requests"],
+                               "by_status": quiet.stats()["by_status"],
+                               "points": quiet.rate_limit_status()["used"] - used}
+        for name in ("GITHUB_API_URL", "GITHUB_TOKEN"):
+            os.environ.pop(name, None)
+    return out
+
+
+# ---- 2. the retraining sensor ------------------------------------------------------------------
+
+def bench_retraining(n_repos: int = 50, rows: int = 2000, ticks: int = 5) -> dict:
+    import dagster as dg
+
+    from issue_assets.github.replay import ReplayServer
+    from issue_assets.lake import keys
+    from issue_assets.lake.store import LocalStore, write_parquet
+    from issue_assets.resources import GitHubResource, LakeResource, ModelStoreResource
+    from issue_assets.sensors import new_labelled_issues_sensor
+
+    repos, items, comments = _fifty(n_repos)
+    rng = np.random.default_rng(0)
+    now = pd.Timestamp.now(tz="UTC")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, ReplayServer(items, comments) as server:
+        tmp = Path(tmp)
+        store = LocalStore(tmp / "lake")
+        _ingest_all(store, repos, server, tmp / "http_cache")
+        for n, repo in enumerate(repos):
+            ingested = [i["id"] for i in items if i["repository_url"].endswith(f"/{repo}") and "pull_request" not in i]
+            ids = np.concatenate([ingested, np.arange(rows - len(ingested)) + 10_000_000 * (n + 1)])
+            known = now - pd.to_timedelta(rng.uniform(0, 700, rows), unit="D")
+            write_parquet(store, keys.features_key(repo), pd.DataFrame({
+                "id": ids.astype("int64"), "label_known_at": pd.Series(known).astype("datetime64[us, UTC]")}))
+        resources = {"lake": LakeResource(uri=str(tmp / "lake")), "model_store": ModelStoreResource(uri=str(tmp / "r")),
+                     "github": GitHubResource(cache_dir=str(tmp / "http_cache"))}
+        os.environ["RETRAIN_THRESHOLD"] = str(10**9)
+        with dg.DagsterInstance.ephemeral() as instance:
+            instance.add_dynamic_partitions("repos", repos)
+            for label, poll in (("with the sources' poll, nothing new (304s)", "1"), ("lake only (RETRAIN_POLL_GITHUB=0)", "0")):
+                os.environ["RETRAIN_POLL_GITHUB"] = poll
+                times = []
+                server.reset_stats()
+                for _ in range(ticks):
+                    began = time.perf_counter()
+                    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                        result = new_labelled_issues_sensor(context)
+                    times.append(time.perf_counter() - began)
+                out[label] = {"median_s": statistics.median(times), "max_s": max(times),
+                              "requests_per_tick": server.stats()["requests"] / ticks,
+                              "message": result.skip_message[:140]}
+        for name in ("RETRAIN_POLL_GITHUB", "RETRAIN_THRESHOLD"):
+            os.environ.pop(name, None)
+    return out
+
+
+# ---- 3. Dagster overhead -----------------------------------------------------------------------
 
 def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     """What the assets do, without Dagster: the same core calls in the same order."""
@@ -159,18 +222,17 @@ def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     steps = {}
     t = time.perf_counter()
     store = LocalStore(home / "lake")
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with GitHubClient(api_url, None, cache=ConditionalCache(home / "http_cache.json")) as client:
         for kind in ("issues", "comments"):
-            sync_window(client, store, REPO, kind, None, today)
+            sync_window(client, store, REPO, kind, None, None)
     steps["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
     merge_current(store, REPO, "issues")
     merge_current(store, REPO, "comments")
     refresh_features(store, REPO)
-    steps["current state + features"] = time.perf_counter() - t
+    steps["refresh"] = time.perf_counter() - t
     t = time.perf_counter()
-    as_of = today.strftime("%Y-%m-%d")
+    as_of = datetime.now(UTC).strftime("%Y-%m-%d")
     rows, info = ts.build_training_set(load_features(store, REPO), cutoff_of(as_of))
     write_parquet(store, keys.training_set_key(as_of), rows)
     write_json(store, keys.training_info_key(as_of), info)
@@ -182,15 +244,13 @@ def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     metadata["cutoff"] = info["cutoff"]
     registry = ModelRegistry(LocalStore(home / "registry"))
     version = registry.register(result.model, metadata, artifacts=result.plots)
-    steps["training"] = time.perf_counter() - t
-    t = time.perf_counter()
     window = rows.loc[(rows["split"] == "test") & (rows["age_hours"] == 0)]  # as production_model does
     metrics = score_on_window(registry.load_model(version), window)
     passed, _ = check_alert(metrics, 0.6)
     decision = decide(metrics, None, passed, margin=0.0, champion_version=None)
     if decision.promote:
         registry.promote(version, decision.to_dict())
-    steps["promotion"] = time.perf_counter() - t
+    steps["training"] = time.perf_counter() - t
     t = time.perf_counter()
     now = pd.Timestamp.now(tz="UTC")
     predictions = batch_open_issue_predictions(registry.load_model(version), version, load_snapshot(store, REPO),
@@ -200,179 +260,187 @@ def core_pipeline(home: Path, api_url: str, trials: int) -> dict:
     return {"steps": steps, "champion": registry.champion()}
 
 
-def _event_counts(dagster_home: Path) -> dict:
-    counts: dict[str, int] = {}
-    for db in [dagster_home / "history" / "runs.db", *sorted((dagster_home / "history" / "runs").glob("*.db"))]:
-        if not db.exists() or db.name == "index.db":
-            continue
-        with sqlite3.connect(db) as conn:
-            try:
-                for kind, n in conn.execute("SELECT dagster_event_type, count(*) FROM event_logs "
-                                            "WHERE dagster_event_type IS NOT NULL GROUP BY 1"):
-                    counts[kind] = counts.get(kind, 0) + n
-            except sqlite3.OperationalError:
-                pass
-    return counts
-
-
-def bench_overhead(n_issues: int, trials: int) -> dict:
+def application_pipeline(home: Path, api_url: str, trials: int) -> dict:
+    """The same through the application layer: ingest_job, refresh_job, training_job, predictions_job,
+    in-process on a persistent SQLite instance."""
     import dagster as dg
 
-    from issue_assets.github.replay import ReplayServer
+    from issue_assets import application
+
+    os.environ["ISSUE_ASSETS_HOME"] = str(home)
+    os.environ.pop("DAGSTER_HOME", None)
+    dagster_home = application.ensure_dagster_home()
+    steps = {}
+    with dg.DagsterInstance.get() as instance:
+        session = application.Session(instance, home / "runs.log")
+        application.register(instance, REPO, api_url)
+        for name, call in (("ingest", lambda: application.ingest(session, REPO)),
+                           ("refresh", lambda: application.refresh(session, REPO)),
+                           ("training", lambda: application.train(session, datetime.now(UTC).strftime("%Y-%m-%d"),
+                                                                  trials)),
+                           ("predictions", lambda: application.predict(session, REPO))):
+            t = time.perf_counter()
+            call()
+            steps[name] = time.perf_counter() - t
+        events = instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION),
+                                            limit=10_000)
+    os.environ.pop("ISSUE_ASSETS_HOME", None)
+    os.environ.pop("DAGSTER_HOME", None)
     from issue_assets.lake.store import LocalStore
-    from issue_assets.pipeline import run_pipeline
     from issue_assets.registry import ModelRegistry
 
-    issues, comments = _simulated(n_issues)
+    return {"steps": steps, "materializations": len(events), "dagster_home": str(dagster_home),
+            "champion": ModelRegistry(LocalStore(home / "registry")).champion()}
+
+
+def bench_overhead(n_issues: int, trials: int, repeats: int) -> dict:
+    from issue_assets.github.replay import ReplayServer
+    from issue_assets.github.simulate import simulate_repository
+
+    issues, comments = simulate_repository(REPO, n_issues=n_issues, seed=1, start="2024-11-01T00:00:00Z", days=700)
     out: dict = {"issues": sum(1 for i in issues if "pull_request" not in i), "items": len(issues),
-                 "comments": len(comments), "trials": trials}
+                 "comments": len(comments), "trials": trials, "runs": {"core": [], "application": []}}
     with ReplayServer(issues, comments) as server, tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for name in ("LAKE_STORE", "MODEL_STORE", "OPTUNA_STORAGE", "GITHUB_TOKEN", "ISSUE_ASSETS_START_DATE"):
+        for name in ("LAKE_STORE", "MODEL_STORE", "OPTUNA_STORAGE", "GITHUB_TOKEN", "GITHUB_API_URL"):
             os.environ.pop(name, None)
-
-        home = tmp / "core"
-        began = time.perf_counter()
-        core = core_pipeline(home, server.url, trials)
-        out["core"] = {"seconds": time.perf_counter() - began, "steps": core["steps"], "champion": core["champion"]}
-
-        for label, persistent in (("run_pipeline, ephemeral instance", False),
-                                  ("run_pipeline, persistent SQLite instance", True)):
-            home = tmp / label.replace(" ", "_").replace(",", "")
-            os.environ["ISSUE_ASSETS_HOME"] = str(home)
-            dagster_home = home / "dagster_home"
-            dagster_home.mkdir(parents=True)
-            steps: dict[str, float] = {}
-
-            def echo(line: str, _steps=steps) -> None:
-                if ": done in " in line:
-                    step, secs = line.strip().rsplit(": done in ", 1)
-                    _steps[step] = float(secs.rstrip("s"))
-
-            began = time.perf_counter()
-            instance = dg.DagsterInstance.from_config(str(dagster_home)) if persistent \
-                else dg.DagsterInstance.ephemeral()
-            with instance:
-                run_pipeline([REPO], api_url=server.url, trials=trials, instance=instance, echo=echo)
-            seconds = time.perf_counter() - began
-            out[label] = {"seconds": seconds, "steps": steps,
-                          "champion": ModelRegistry(LocalStore(home / "registry")).champion(),
-                          "events": _event_counts(dagster_home) if persistent else {}}
-        os.environ.pop("ISSUE_ASSETS_HOME", None)
-
-        home = tmp / "job_execute"
-        dagster_home = home / "dagster_home"
-        dagster_home.mkdir(parents=True)
-        run_config = tmp / "run.yaml"
-        run_config.write_text(json.dumps({"ops": {"run_full_pipeline": {"config": {"trials": trials,
-                                                                                    "api_url": server.url}}}}))
-        env = _clean_env(DAGSTER_HOME=str(dagster_home), ISSUE_ASSETS_HOME=str(home), ISSUE_ASSETS_REPOS=REPO,
-                         GITHUB_API_URL=server.url)
-        began = time.perf_counter()
-        proc = subprocess.run([str(VENV_BIN / "dagster"), "job", "execute", "-m", "issue_assets.definitions",
-                               "-j", "full_pipeline_job", "-c", str(run_config)],
-                              cwd=tmp, env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - began
-        if proc.returncode != 0:
-            raise SystemExit(f"dagster job execute failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        steps = {}
-        for line in (proc.stdout + proc.stderr).splitlines():
-            if ": done in " in line and "run_full_pipeline" in line:
-                step, secs = line.split(" -   ", 1)[-1].rsplit(": done in ", 1)
-                steps[step] = float(secs.rstrip("s"))
-        out["dagster job execute (subprocess, SQLite)"] = {
-            "seconds": seconds, "steps": steps,
-            "champion": ModelRegistry(LocalStore(home / "registry")).champion(),
-            "events": _event_counts(dagster_home)}
+        for r in range(repeats):
+            for label, fn in (("core", core_pipeline), ("application", application_pipeline)):
+                home = Path(tmp) / f"{label}{r}"
+                began = time.perf_counter()
+                result = fn(home, server.url, trials)
+                result["seconds"] = time.perf_counter() - began
+                out["runs"][label].append(result)
+                print(label, json.dumps(result, default=str), flush=True)
     return out
 
 
-# ---- 3. make demo ----------------------------------------------------------------------------
+# ---- 4. CLI start-up ---------------------------------------------------------------------------
 
-def bench_demo() -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = _clean_env(ISSUE_ASSETS_HOME=tmp)
-        began = time.perf_counter()
-        proc = subprocess.run([str(VENV_BIN / "issue-assets"), "demo"], cwd=tmp, env=env, capture_output=True,
-                              text=True)
-        seconds = time.perf_counter() - began
-    tail = (proc.stdout + proc.stderr).strip().splitlines()[-6:]
-    return {"seconds": seconds, "returncode": proc.returncode, "tail": tail}
+def bench_cli(home: Path, repeats: int = 5) -> dict:
+    env = _clean_env(ISSUE_ASSETS_HOME=str(home))
+    out = {}
+    for args in (["--help"], ["repos", "list"], ["model", "list"], ["model", "show"], ["status"]):
+        times, first = [], []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            proc = subprocess.Popen([str(VENV_BIN / "issue-assets"), *args], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+            proc.stdout.readline()
+            first.append(time.perf_counter() - began)
+            proc.stdout.read()
+            proc.wait()
+            times.append(time.perf_counter() - began)
+        out[" ".join(args)] = {"median_s": statistics.median(times), "max_s": max(times),
+                               "first_line_s": statistics.median(first), "code": proc.returncode}
+    return out
 
 
-# ---- report ----------------------------------------------------------------------------------
+# ---- 5. the demo -------------------------------------------------------------------------------
 
-def report(sensor: dict, overhead: dict, demo: dict | None, command: str) -> str:
+def bench_demo(home: Path) -> dict:
+    env = _clean_env(ISSUE_ASSETS_HOME=str(home))
+    began = time.perf_counter()
+    proc = subprocess.run([str(VENV_BIN / "issue-assets"), "demo"], cwd=home.parent, env=env, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - began
+    output = proc.stdout + proc.stderr
+    steps = {m.group(1): float(m.group(2)) for m in re.finditer(r"^✓ (.+?)(?::.*)?  \(([\d.]+)s\)$", output, re.M)}
+    return {"seconds": seconds, "returncode": proc.returncode, "lines": len(output.splitlines()), "steps": steps,
+            "output": output}
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+def report(poll: dict, retraining: dict, overhead: dict, cli: dict, demo: dict | None, command: str,
+           loads: dict) -> str:
     lines = ["# Automation benchmarks", "",
-             f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-             f"- Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; Python {platform.python_version()}",
-             f"- Command: `{command}`", "- Offline: replay server on 127.0.0.1, temp folders; shared machine, "
-             "single runs unless stated, so treat differences under ~10 % as noise.", "",
-             "## 1. `new_labelled_issues_sensor` tick, 50 repositories", "",
-             "Feature tables of 2,000 rows per repository written directly into a temp lake; the replay server "
-             "serves the 50 repositories with 4 items each, ingested once so every repository has a cursor and "
-             "the cursor's page primed for a conditional request. Median of 5 ticks.", "",
-             "| variant | median | min | max | requests / tick | statuses |", "|---|---|---|---|---|---|"]
-    for label, r in sensor.items():
-        lines.append(f"| {label} | {r['median_s'] * 1000:.0f} ms | {r['min_s'] * 1000:.0f} ms | "
-                     f"{r['max_s'] * 1000:.0f} ms | {r['requests_per_tick']:.0f} | {r['by_status']} |")
-    lines += ["", "Skip reason of each variant's last tick:", ""]
-    lines += [f"- {label}: `{r['message'][:160]}`" for label, r in sensor.items()]
-    lines.append("")
-
-    core = overhead["core"]["seconds"]
-    lines += ["## 2. Dagster overhead around the core", "",
-              f"Simulated repository: {overhead['items']} items ({overhead['issues']} issues, the rest pull "
-              f"requests), {overhead['comments']} comments, 700 days from 2024-11-01; {overhead['trials']} "
-              "Optuna trials, seed 0; each variant in a fresh ISSUE_ASSETS_HOME against the same replay server. "
-              "Default first partition day 2024-01-01, so the single-run history backfill covers every day "
-              "partition up to yesterday.", "",
-              "| variant | wall | vs core | ingest | current + features | training | promotion | predictions |",
-              "|---|---|---|---|---|---|---|---|"]
-    order = ["core", "run_pipeline, ephemeral instance", "run_pipeline, persistent SQLite instance",
-             "dagster job execute (subprocess, SQLite)"]
-    for label in order:
-        r = overhead[label]
-        s = list(r["steps"].values())
-        cells = [f"{v:.1f} s" for v in s] + [""] * (5 - len(s))
-        lines.append(f"| {label} | {r['seconds']:.1f} s | {r['seconds'] / core:.2f}x | " + " | ".join(cells[:5]) + " |")
-    lines.append("")
-    for label in order[2:]:
-        ev = overhead[label]["events"]
-        if ev:
-            lines.append(f"- {label}: {sum(ev.values())} events in SQLite, of which "
-                         f"{ev.get('ASSET_MATERIALIZATION', 0)} ASSET_MATERIALIZATION and "
-                         f"{ev.get('ASSET_MATERIALIZATION_PLANNED', 0)} ASSET_MATERIALIZATION_PLANNED.")
-    lines += ["", "Champion promoted in every variant: " +
-              ", ".join(f"{k}: {overhead[k]['champion']}" for k in order), ""]
+             f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+             f"- machine: {os.cpu_count()} CPUs, {cpu_model()}; Python {platform.python_version()}; load average "
+             f"before {loads['before']}, after {loads['after']} (a shared machine)",
+             f"- command: `{command}`",
+             "- offline: replay servers on 127.0.0.1, temp folders; medians within one run", "",
+             f"## 1. `new_activity_sensor` tick (the poll), {poll['repos']} repositories, "
+             f"{poll['latency_ms']:.0f} ms per response", "",
+             "Every repository ingested first (cursor and validators in place), a token meant for the server; "
+             "2 endpoints per repository; at most 4 requests in flight (ISSUE_ASSETS_POLL_CONCURRENCY).", "",
+             "| variant | median | max | requests | ingest runs requested | statuses |", "|---|---|---|---|---|---|"]
+    for label in ("nothing new (304s)", "a new issue in every repository"):
+        r = poll[label]
+        lines.append(f"| {label} | {r['median_s']:.2f} s | {r['max_s']:.2f} s | {r['requests']} | "
+                     f"{r['run_requests']} | {r['by_status']} |")
+    h = poll["hour"]
+    lines += ["", f"An hour of polls with nothing changing ({h['ticks']} ticks, as at the default 60 s interval, run "
+              f"back to back): {h['requests']} requests, statuses {h['by_status']}, **{h['points']} rate-limit points** "
+              "(the server's budget before and after).", "",
+              "## 2. `new_labelled_issues_sensor` tick, 50 repositories, 2,000-row feature tables", "",
+              "| variant | median | max | requests / tick |", "|---|---|---|---|"]
+    for label, r in retraining.items():
+        lines.append(f"| {label} | {r['median_s'] * 1000:.0f} ms | {r['max_s'] * 1000:.0f} ms | "
+                     f"{r['requests_per_tick']:.0f} |")
+    runs = overhead["runs"]
+    core = statistics.median(r["seconds"] for r in runs["core"])
+    app = statistics.median(r["seconds"] for r in runs["application"])
+    step_names = list(runs["core"][0]["steps"])
+    lines += ["", "## 3. Dagster's overhead around the core", "",
+              f"Simulated repository: {overhead['items']} items ({overhead['issues']} issues), {overhead['comments']} "
+              f"comments, 700 days; {overhead['trials']} Optuna trials, seed 0; fresh home per run, the same replay "
+              f"server; medians of {len(runs['core'])} runs. The application layer runs each step as a named asset "
+              "job in-process on a persistent SQLite instance (what `issue-assets run` and the demo do).", "",
+              "| variant | wall | vs core | " + " | ".join(step_names) + " |", "|---|---|---|" + "---|" * len(step_names)]
+    for label, secs in (("core (no Dagster)", core), ("application layer, SQLite instance", app)):
+        key = "core" if label.startswith("core") else "application"
+        cells = [f"{statistics.median(r['steps'][s] for r in runs[key]):.2f} s" for s in step_names]
+        lines.append(f"| {label} | {secs:.1f} s | {secs / core:.2f}x | " + " | ".join(cells) + " |")
+    ingest_core = statistics.median(r["steps"]["ingest"] for r in runs["core"])
+    ingest_app = statistics.median(r["steps"]["ingest"] for r in runs["application"])
+    lines += ["", f"History backfill (the ingest step) alone: {ingest_app:.2f} s vs {ingest_core:.2f} s core = "
+              f"**{ingest_app / ingest_core:.2f}x**; whole pipeline **{app / core:.2f}x**; "
+              f"{runs['application'][-1]['materializations']} materializations in the instance.", "",
+              "## 4. CLI start-up (after the demo's home exists)", "",
+              "| command | first line printed (median) | done (median) | done (max) | exit |", "|---|---|---|---|---|"]
+    for label, r in cli.items():
+        lines.append(f"| `issue-assets {label}` | {r['first_line_s']:.2f} s | {r['median_s']:.2f} s | "
+                     f"{r['max_s']:.2f} s | {r['code']} |")
     if demo is not None:
-        lines += ["## 3. `make demo` end to end", "",
-                  f"`.venv/bin/issue-assets demo` with a temp ISSUE_ASSETS_HOME (environment already installed): "
-                  f"**{demo['seconds']:.0f} s**, exit code {demo['returncode']}; one run.", "", "```",
-                  *demo["tail"], "```", ""]
-    return "\n".join(lines)
+        lines += ["", "## 5. `issue-assets demo` end to end", "",
+                  f"Environment installed, fresh ISSUE_ASSETS_HOME: **{demo['seconds']:.1f} s**, exit code "
+                  f"{demo['returncode']}, {demo['lines']} lines of output.", "",
+                  "| step | seconds |", "|---|---|"]
+        lines += [f"| {step} | {secs:.1f} |" for step, secs in demo["steps"].items()]
+        rest = demo["seconds"] - sum(demo["steps"].values())
+        lines.append(f"| start-up, summary and exit (the rest) | {rest:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--issues", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "AUTOMATION_RESULTS.md"))
     parser.add_argument("--json", default=None, help="also write the raw figures here")
     args = parser.parse_args()
-    command = "python bench/bench_automation.py " + " ".join(sys.argv[1:])
-    sensor = bench_sensor()
-    print(json.dumps(sensor, indent=1, default=str), flush=True)
-    overhead = bench_overhead(args.issues, args.trials)
-    print(json.dumps(overhead, indent=1, default=str), flush=True)
-    demo = None if args.skip_demo else bench_demo()
-    print(json.dumps(demo, indent=1, default=str), flush=True)
-    text = report(sensor, overhead, demo, command.strip())
-    Path(args.out).write_text(text)
+    command = ("python bench/bench_automation.py " + " ".join(sys.argv[1:])).strip()
+    loads = {"before": load_average()}
+    poll = bench_poll()
+    print(json.dumps(poll, indent=1, default=str), flush=True)
+    retraining = bench_retraining()
+    print(json.dumps(retraining, indent=1, default=str), flush=True)
+    overhead = bench_overhead(args.issues, args.trials, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        demo = None if args.skip_demo else bench_demo(home)
+        if demo:
+            print(demo["output"], flush=True)
+        cli = bench_cli(home)
+    print(json.dumps(cli, indent=1), flush=True)
+    loads["after"] = load_average()
+    text = report(poll, retraining, overhead, cli, demo, command, loads)
+    write_results(args.out, text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"sensor": sensor, "overhead": overhead, "demo": demo},
-                                              indent=1, default=str))
+        Path(args.json).write_text(json.dumps({"poll": poll, "retraining": retraining, "overhead": overhead,
+                                               "cli": cli, "demo": demo}, indent=1, default=str))
     print(text)
 
 

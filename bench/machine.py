@@ -20,3 +20,11 @@ def load_average() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "unknown"
+
+
+def write_results(path, text: str) -> None:
+    """Write a results file, keeping its hand-written "## Notes" section (analysis) across re-runs."""
+    path = Path(path)
+    previous = path.read_text() if path.exists() else ""
+    notes = "## Notes" + previous.split("\n## Notes", 1)[1].rstrip() + "\n" if "\n## Notes" in previous else ""
+    path.write_text(text.rstrip() + "\n" + ("\n" + notes if notes else ""))

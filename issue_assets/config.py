@@ -87,11 +87,6 @@ def alert_webhook_url() -> str | None:
     return os.environ.get("ALERT_WEBHOOK_URL") or None
 
 
-def dagster_home() -> str | None:
-    """DAGSTER_HOME: the Dagster instance's folder (SQLite by default; deploy/dagster.yaml for PostgreSQL)."""
-    return os.environ.get("DAGSTER_HOME") or None
-
-
 def env(name: str) -> str | None:
     """Any other variable named at run time (e.g. `replay-server --require-token-env NAME`); None if empty."""
     return os.environ.get(name) or None
@@ -110,3 +105,63 @@ def live_min_outcomes() -> int:
 def drift_days() -> float:
     """DRIFT_DAYS: the recent window whose served features are compared with the training window (14)."""
     return float(os.environ.get("DRIFT_DAYS") or 14)
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, or ISSUE_ASSETS_HOME/dagster_home (a SQLite instance the CLI creates on first use)."""
+    return Path(os.environ.get("DAGSTER_HOME") or home() / "dagster_home").expanduser().resolve()
+
+
+def http_cache_dir() -> Path:
+    """ETag / Last-Modified validators, one file per repository (so concurrent runs never overwrite each other's)."""
+    return home() / "http_cache"
+
+
+def _positive_int(name: str, default: int, what: str = "seconds") -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive number of {what}, got {raw!r}")
+    return value
+
+
+def poll_seconds() -> int:
+    """ISSUE_ASSETS_POLL_SECONDS: interval of the conditional poll of every repository (default 60)."""
+    return _positive_int("ISSUE_ASSETS_POLL_SECONDS", 60)
+
+
+def poll_budget_share() -> float:
+    """ISSUE_ASSETS_POLL_BUDGET_SHARE: the most of an API's rate-limit window the poll may spend (default 0.5)."""
+    raw = os.environ.get("ISSUE_ASSETS_POLL_BUDGET_SHARE") or "0.5"
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ValueError(f"ISSUE_ASSETS_POLL_BUDGET_SHARE must be in (0, 1], got {raw!r}")
+    return share
+
+
+def poll_concurrency() -> int:
+    """ISSUE_ASSETS_POLL_CONCURRENCY: requests the poll has in flight per API at once (default 4)."""
+    return _positive_int("ISSUE_ASSETS_POLL_CONCURRENCY", 4, "requests")
+
+
+def automation_seconds() -> int:
+    """ISSUE_ASSETS_AUTOMATION_SECONDS: interval of Dagster's automation-condition sensor (default 30)."""
+    return _positive_int("ISSUE_ASSETS_AUTOMATION_SECONDS", 30)
+
+
+def retrain_seconds() -> int:
+    """ISSUE_ASSETS_RETRAIN_SECONDS: interval of the retraining sensor (default 300)."""
+    return _positive_int("ISSUE_ASSETS_RETRAIN_SECONDS", 300)
+
+
+def trials() -> int | None:
+    """ISSUE_ASSETS_TRIALS: Optuna trials of a training run the retraining sensor starts (default: the asset's)."""
+    return _positive_int("ISSUE_ASSETS_TRIALS", 0, "trials") or None

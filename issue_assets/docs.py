@@ -2,8 +2,12 @@
 
 from pathlib import Path
 
-from issue_assets.features.catalog import PREDICTION_MEANING, feature_registry_version, features_markdown
-from issue_assets.features.compute import AGES_HOURS
+from issue_assets.features.catalog import (
+    AGES_HOURS,
+    PREDICTION_MEANING,
+    feature_registry_version,
+    features_markdown,
+)
 
 
 def features_doc() -> str:

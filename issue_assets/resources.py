@@ -10,7 +10,7 @@ from pydantic import Field
 
 from issue_assets import config
 from issue_assets.github.client import GitHubClient
-from issue_assets.github.conditional_cache import ConditionalCache
+from issue_assets.ingest import sources
 from issue_assets.lake.store import ObjectStore, open_store
 from issue_assets.registry import ModelRegistry
 
@@ -26,20 +26,36 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class GitHubResource(dg.ConfigurableResource):
-    """GitHub REST access. The token comes from GITHUB_TOKEN through EnvVar and is never shown."""
+    """GitHub REST access, one repository at a time, at the API the repository is bound to (its source).
 
-    api_url: str = Field(default_factory=config.api_url, description="GitHub, GHE (/api/v3) or replay server")
-    token: str | None = Field(default=None, description="Bearer token (set through EnvVar)")
-    cache_path: str = Field(default_factory=lambda: str(config.home() / "http_cache.json"),
-                            description="Persisted ETag / Last-Modified cache")
+    The token (GITHUB_TOKEN through EnvVar) is sent only to GITHUB_API_URL's origin; a source bound to
+    another API gets the token its binding names, or none. Never shown, never stored."""
 
-    def client(self, *, save_validators: bool = True, **options) -> GitHubClient:
+    token: str | None = Field(default=None, description="Bearer token for GITHUB_API_URL (set through EnvVar)")
+    api_url: str | None = Field(default=None, description="Fetch every repository from this API instead of "
+                                                          "its binding (tests, one-off runs)")
+    cache_dir: str = Field(default_factory=lambda: str(config.http_cache_dir()),
+                           description="Persisted ETag / Last-Modified validators, a file per repository")
+
+    def source(self, repo: str, store: ObjectStore) -> sources.Source:
+        """The repository's bound source. An unbound repository is an error, never a silent fall-back to
+        GITHUB_API_URL (a simulated repository must not be looked up on github.com)."""
+        if self.api_url:
+            return sources.Source(repo, sources.check_api_url(self.api_url), bound=False)
+        source = sources.source_of(repo, store)
+        if not source.bound:
+            raise sources.SourceError(
+                f"{repo} is not bound to an API in {store.uri}/{sources.SOURCES_KEY}: run `issue-assets repos add "
+                f"{repo} [--api-url URL]` (the repositories sensor binds partitions added in the UI)")
+        return source
+
+    def client(self, repo: str, store: ObjectStore, *, save_validators: bool = True, **options) -> GitHubClient:
         """save_validators=False reads the persisted validators but never writes any back: a poll that does
         not ingest what it fetches must not make the ingest's next request of that page answer 304.
-        `options` go to GitHubClient (max_retries, timeout, ...)."""
-        Path(self.cache_path).parent.mkdir(parents=True, exist_ok=True)
-        cache = ConditionalCache(self.cache_path, read_only=not save_validators)
-        return GitHubClient(self.api_url, self.token or None, cache=cache, **options)
+        `options` go to GitHubClient (max_retries, timeout, on_event, ...)."""
+        Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+        return sources.client_for(repo, source=self.source(repo, store), token=self.token, cache_dir=self.cache_dir,
+                                  save_validators=save_validators, **options)
 
 
 def _s3_client(s3: S3Resource):

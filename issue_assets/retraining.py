@@ -1,17 +1,21 @@
 """How much new evidence has arrived since the champion was trained: what the retraining sensor counts.
 
 An issue counts once its label is known (closed, or open past the horizon) after the champion's as-of
-cutoff. The store is read for what is ingested; an optional conditional poll of GitHub (one request
-answered 304 when nothing changed) adds what is not ingested yet.
+cutoff. The store is read for what is ingested; an optional conditional poll of each repository's source
+(one request answered 304 when nothing changed) adds what is not ingested yet. A source that cannot be
+reached is named in `unreachable`; what the store holds for it still counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, label_times
+from issue_assets.github.client import GitHubError
+from issue_assets.ingest.sources import SourceError
 from issue_assets.ingest.sync import cursor, iso
 from issue_assets.lake import keys
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet
@@ -24,6 +28,7 @@ class EvidenceCount:
     by_repo: dict[str, int] = field(default_factory=dict)
     pending_by_repo: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -31,8 +36,12 @@ class EvidenceCount:
 
 
 def count_new_labels(store: ObjectStore, repos: list[str], since: pd.Timestamp | None, now: pd.Timestamp,
-                     *, client=None, horizon_days: float = DEFAULT_HORIZON_DAYS) -> EvidenceCount:
-    """Labels that became known in (since, now] per repository (all known labels when since is None)."""
+                     *, client_for: Callable[[str], object] | None = None,
+                     horizon_days: float = DEFAULT_HORIZON_DAYS) -> EvidenceCount:
+    """Labels that became known in (since, now] per repository (all known labels when since is None).
+
+    `client_for(repo)` gives a GitHub client for the repository's source (closed after use) to count what
+    is not ingested yet; a source that fails is recorded in `unreachable` and counts what the store has."""
     count = EvidenceCount(since, now)
     for repo in repos:
         try:
@@ -47,8 +56,13 @@ def count_new_labels(store: ObjectStore, repos: list[str], since: pd.Timestamp |
         if since is not None:
             mask &= known > since
         count.by_repo[repo] = int(mask.sum())
-        if client is not None:
-            count.pending_by_repo[repo] = _pending(client, store, repo, set(frame["id"]), since, now, horizon_days)
+        if client_for is not None:
+            try:
+                with client_for(repo) as client:
+                    count.pending_by_repo[repo] = _pending(client, store, repo, set(frame["id"]), since, now,
+                                                           horizon_days)
+            except (GitHubError, SourceError) as exc:
+                count.unreachable[repo] = f"{type(exc).__name__}: {exc}"
     return count
 
 

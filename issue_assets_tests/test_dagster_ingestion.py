@@ -1,4 +1,5 @@
-"""The Dagster layer of ingestion: assets materialized against the replay server, schedule, sensor."""
+"""The Dagster layer of ingestion: raw log assets per repository against the replay server, the daily
+reconciliation schedule, and the repositories sensor (sources, partitions, history runs)."""
 
 from datetime import UTC, datetime
 
@@ -6,17 +7,18 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from issue_assets import config
 from issue_assets.assets import ingestion
 from issue_assets.definitions import defs
 from issue_assets.github.replay import ReplayServer
 from issue_assets.github.simulate import simulate_repository
+from issue_assets.ingest import sources
 from issue_assets.ingest.current import load_current
 from issue_assets.ingest.layout import raw_manifest_key
+from issue_assets.ingest.sync import cursor
 from issue_assets.lake.documents import read_json
 from issue_assets.lake.store import LocalStore
 from issue_assets.resources import GitHubResource, LakeResource
-from issue_assets.schedules import daily_ingest_schedule
+from issue_assets.schedules import LOOKBACK_HOURS, daily_reconcile_schedule
 from issue_assets.sensors import repositories_sensor
 
 REPO = "demo-org/demo-project"
@@ -41,110 +43,162 @@ def instance():
         yield inst
 
 
-def _resources(tmp_path, server):
+def _resources(tmp_path, server=None):
+    """The repository is bound to the replay server in the lake; the resource follows the binding."""
+    if server is not None:
+        sources.add(REPO, server.url, store=LocalStore(tmp_path / "lake"))
     return {"lake": LakeResource(uri=str(tmp_path / "lake")),
-            "github": GitHubResource(api_url=server.url, cache_path=str(tmp_path / "http_cache.json"))}
+            "github": GitHubResource(cache_dir=str(tmp_path / "http_cache"))}
 
 
-def test_definitions_load_with_jobs_schedule_and_sensor():
+def _config(**cfg):
+    return {"ops": {"raw_issues": {"config": cfg}, "raw_comments": {"config": cfg}}}
+
+
+def test_definitions_load_with_jobs_schedule_and_sensors():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {"raw_issues", "raw_comments", "issues", "issue_comments"} <= keys
-    assert defs.resolve_job_def("ingest_job").partitions_def is not None
-    assert defs.resolve_job_def("repository_refresh_job") and defs.resolve_job_def("training_job")
-    assert defs.resolve_schedule_def("daily_ingest_schedule").cron_schedule == "0 5 * * *"
-    assert defs.resolve_sensor_def("repositories_sensor")
+    for job in ("ingest_job", "refresh_job", "training_job", "predictions_job"):
+        assert defs.resolve_job_def(job).partitions_def is not None
+    assert defs.resolve_assets_def("raw_issues").partitions_def == defs.resolve_assets_def("issues").partitions_def
+    assert defs.resolve_schedule_def("daily_reconcile_schedule").cron_schedule == "0 5 * * *"
+    assert defs.resolve_sensor_def("repositories_sensor") and defs.resolve_sensor_def("new_activity_sensor")
+    # The as-of assets explain why most of their partitions are missing.
+    for key in ("training_set", "tuned_params", "candidate_model"):
+        assert "only the days a training ran are materialized" in defs.resolve_assets_def(key).specs_by_key[
+            dg.AssetKey(key)].description
 
 
-def test_history_backfill_is_one_run_one_sweep_and_current_state_matches(tmp_path, server, instance, history):
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
-    result = dg.materialize(
-        [ingestion.raw_issues, ingestion.raw_comments], instance=instance, resources=_resources(tmp_path, server),
-        tags={"dagster/asset_partition_range_start": f"{config.start_date()}|{REPO}",
-              "dagster/asset_partition_range_end": f"{today}|{REPO}"},
-    )
-    assert result.success
-    mats = result.asset_materializations_for_node("raw_issues")
-    assert len(mats) > 300  # every day partition of the range is materialized by the one run
-    stats = server.stats()
+def test_history_is_one_run_one_sweep_one_materialization_with_its_own_numbers(tmp_path, server, instance,
+                                                                               history):
     issues, comments = history
-    # One paged sweep per endpoint: ceil(N / 100) requests, not one stream per day.
+    result = dg.materialize([ingestion.raw_issues, ingestion.raw_comments], instance=instance,
+                            resources=_resources(tmp_path, server), partition_key=REPO)
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("raw_issues")
+    stats = server.stats()
+    # One paged sweep per endpoint: ceil(N / 100) requests, not a request stream per day.
     assert stats["by_endpoint"]["issues"] == -(-len(issues) // 100)
     assert stats["by_endpoint"]["comments"] == -(-len(comments) // 100)
-    meta = mats[0].metadata
-    assert meta["new_versions"].value == len(issues) and meta["requests"].value == stats["by_endpoint"]["issues"]
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    # The metadata is this partition's sweep: true for it, not a run total spread over many partitions.
+    assert meta["new_versions"] == meta["items_fetched"] == meta["rows_in_log"] == len(issues)
+    assert meta["requests"] == stats["by_endpoint"]["issues"] and meta["pages"] == meta["requests"]
+    assert meta["source"] == server.url and meta["window_start"] == "the beginning" and meta["cursor_before"] == ""
+    store = LocalStore(tmp_path / "lake")
+    assert meta["cursor_after"] == cursor(store, REPO, "issues").strftime("%Y-%m-%dT%H:%M:%SZ")
 
     current = dg.materialize([ingestion.issues, ingestion.issue_comments], instance=instance,
-                             resources=_resources(tmp_path, server), partition_key=REPO)
+                             resources=_resources(tmp_path), partition_key=REPO)
     assert current.success
-    store = LocalStore(tmp_path / "lake")
     table = load_current(store, "issues", REPO)
     assert sorted(table["id"]) == sorted(i["id"] for i in issues)
-    by_id = {i["id"]: i for i in issues}
-    assert all(table["is_pull_request"] == [("pull_request" in by_id[i]) for i in table["id"]])
     assert len(load_current(store, "comments", REPO)) == len(comments)
     assert current.asset_materializations_for_node("issues")[0].metadata["rows"].value == len(issues)
 
 
-def test_daily_partition_stores_only_that_days_versions(tmp_path, server, instance, history):
+def test_next_run_sweeps_only_since_the_cursor_and_a_rerun_is_idempotent(tmp_path, server, instance, history):
     issues, _ = history
-    day = pd.Series([i["updated_at"][:10] for i in issues]).value_counts().index[0]
-    key = dg.MultiPartitionKey({"repo": REPO, "day": day})
-    result = dg.materialize([ingestion.raw_issues], instance=instance, resources=_resources(tmp_path, server),
-                            partition_key=key)
-    assert result.success
+    resources = _resources(tmp_path, server)
+    assert dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO).success
     store = LocalStore(tmp_path / "lake")
     manifest = read_json(store, raw_manifest_key("issues", REPO))
-    stored = sum(m["rows"] for m in manifest["months"].values())
-    assert stored == sum(1 for i in issues if i["updated_at"][:10] == day)
-    # A re-run of the same partition is idempotent and, with nothing changed, costs a 304.
+    # Nothing changed: one conditional request, answered 304, nothing written.
     server.reset_stats()
-    again = dg.materialize([ingestion.raw_issues], instance=instance, resources=_resources(tmp_path, server),
-                           partition_key=key)
-    assert again.asset_materializations_for_node("raw_issues")[0].metadata["new_versions"].value == 0
+    again = dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO)
+    meta = again.asset_materializations_for_node("raw_issues")[0].metadata
+    assert meta["new_versions"].value == 0 and meta["requests"].value == 1 and meta["not_modified_304"].value == 1
     assert read_json(store, raw_manifest_key("issues", REPO)) == manifest
+    # The reconciliation look-back sweeps again behind the cursor: versions already stored are kept once.
+    back = dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO,
+                          run_config={"ops": {"raw_issues": {"config": {"lookback_hours": 24 * 30}}}})
+    meta = back.asset_materializations_for_node("raw_issues")[0].metadata
+    assert meta["items_fetched"].value > 0 and meta["new_versions"].value == 0
+    assert sum(m["rows"] for m in read_json(store, raw_manifest_key("issues", REPO))["months"].values()) == len(issues)
 
 
-def test_daily_schedule_requests_yesterday_for_every_repository():
+def test_daily_reconciliation_resweeps_two_days_of_every_repository():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("repos", [REPO, "other/repo"])
         context = dg.build_schedule_context(instance=instance,
                                             scheduled_execution_time=datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
-        requests = daily_ingest_schedule(context)
-    keys = sorted(str(r.partition_key) for r in requests)
-    assert keys == [f"2026-03-01|{REPO}", "2026-03-01|other/repo"]
-    assert len({r.run_key for r in requests}) == 2
+        requests = daily_reconcile_schedule(context)
+    assert sorted(r.partition_key for r in requests) == sorted([REPO, "other/repo"])
+    assert sorted(r.run_key for r in requests) == ["reconcile:demo-org/demo-project:2026-03-02",
+                                                   "reconcile:other/repo:2026-03-02"]
+    assert requests[0].run_config == _config(lookback_hours=LOOKBACK_HOURS) and LOOKBACK_HOURS == 48
+    assert all(r.tags["issue_assets/ingest"] == r.partition_key for r in requests)
 
 
-def test_daily_schedule_skips_without_repositories():
+def test_daily_reconciliation_skips_without_repositories():
     with dg.instance_for_test() as empty:
-        context = dg.build_schedule_context(instance=empty)
-        assert isinstance(daily_ingest_schedule(context), dg.SkipReason)
+        assert isinstance(daily_reconcile_schedule(dg.build_schedule_context(instance=empty)), dg.SkipReason)
 
 
-def test_repositories_sensor_registers_and_backfills_new_repositories_once(monkeypatch):
+def _repos_tick(instance, tmp_path, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources={"lake": LakeResource(uri=str(tmp_path / "lake"))}) as context:
+        return repositories_sensor(context)
+
+
+def test_repositories_sensor_binds_registers_and_requests_each_history_once(tmp_path, monkeypatch):
     monkeypatch.setenv("ISSUE_ASSETS_REPOS", "a/one, b/two")
+    monkeypatch.delenv("GITHUB_API_URL", raising=False)
+    store = LocalStore(tmp_path / "lake")
+    sources.add("c/three", "http://127.0.0.1:8765", simulated=True, store=store)  # `repos add` with a replay server
     with dg.instance_for_test() as inst:
-        # a/one was added by the CLI or the UI and has no history yet; b/two is only named in the env.
-        inst.add_dynamic_partitions("repos", ["a/one"])
-        result = repositories_sensor(dg.build_sensor_context(instance=inst))
-        assert sorted(r.run_key for r in result.run_requests) == ["history:a/one", "history:b/two"]
-        tags = {r.run_key: r.tags for r in result.run_requests}["history:b/two"]
-        assert tags["dagster/asset_partition_range_start"] == f"{config.start_date()}|b/two"
-        assert result.dynamic_partitions_requests[0].partition_keys == ["b/two"]
-        inst.add_dynamic_partitions("repos", ["b/two"])
-        again = repositories_sensor(dg.build_sensor_context(instance=inst, cursor=result.cursor))
-        assert isinstance(again, dg.SkipReason)
-        # A repository added later through the CLI gets its own single-run backfill, once.
-        inst.add_dynamic_partitions("repos", ["c/three"])
-        later = repositories_sensor(dg.build_sensor_context(instance=inst, cursor=result.cursor))
-        assert [r.run_key for r in later.run_requests] == ["history:c/three"]
-        assert not later.dynamic_partitions_requests
+        inst.add_dynamic_partitions("repos", ["a/one", "d/ui"])  # a/one from the env earlier, d/ui from the UI
+        result = _repos_tick(inst, tmp_path)
+        bound = sources.all_sources(store)
+        assert sorted(bound) == ["a/one", "b/two", "c/three", "d/ui"]
+        assert bound["c/three"].api_url == "http://127.0.0.1:8765"  # an existing binding is never replaced
+        assert bound["d/ui"].api_url == bound["b/two"].api_url == "https://api.github.com"
+        assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ["b/two", "c/three"]
+        keys = {r.partition_key: r.run_key for r in result.run_requests}
+        assert sorted(keys) == ["a/one", "b/two", "c/three", "d/ui"]
+        assert keys["c/three"] == f"history:c/three:{bound['c/three'].added_at}"
+        assert all(r.tags["issue_assets/ingest"] == r.partition_key for r in result.run_requests)
+        # Launched runs are in progress: nothing is requested twice.
+        inst.add_dynamic_partitions("repos", ["b/two", "c/three"])
+        for request in result.run_requests:
+            run = inst.create_run_for_job(defs.resolve_job_def("ingest_job"), tags=request.tags)
+            inst.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, run.job_name))
+        again = _repos_tick(inst, tmp_path)
+        assert isinstance(again, dg.SkipReason) and "history runs in progress" in again.skip_message
 
 
-def test_repositories_sensor_skips_repositories_that_already_have_history(tmp_path, server):
+def test_repositories_sensor_retries_a_failed_history_with_a_new_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("ISSUE_ASSETS_REPOS", raising=False)
+    store = LocalStore(tmp_path / "lake")
+    source = sources.add(REPO, "http://127.0.0.1:8765", store=store)
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions("repos", [REPO])
-        key = dg.MultiPartitionKey({"repo": REPO, "day": "2025-10-01"})
-        assert dg.materialize([ingestion.raw_issues], instance=inst, resources=_resources(tmp_path, server),
-                              partition_key=key).success
-        assert isinstance(repositories_sensor(dg.build_sensor_context(instance=inst)), dg.SkipReason)
+        (first,) = _repos_tick(inst, tmp_path).run_requests
+        run = inst.create_run_for_job(defs.resolve_job_def("ingest_job"), tags=first.tags)
+        inst.report_run_failed(run)
+        (retry,) = _repos_tick(inst, tmp_path).run_requests
+        assert retry.run_key == f"history:{REPO}:{source.added_at}:1" != first.run_key
+
+
+def test_repositories_sensor_skips_repositories_that_have_their_history(tmp_path, server, instance):
+    resources = _resources(tmp_path, server)
+    assert dg.materialize([ingestion.raw_issues, ingestion.raw_comments], instance=instance, resources=resources,
+                          partition_key=REPO).success
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("repos", [REPO])
+        result = _repos_tick(inst, tmp_path)
+        assert isinstance(result, dg.SkipReason) and "every one has its history" in result.skip_message
+
+
+def test_recent_activity_lands_in_the_current_state(tmp_path, server, instance, history):
+    issues, _ = history
+    resources = _resources(tmp_path, server)
+    assert dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO).success
+    new = dict(issues[0], id=990_000_001, number=9999, state="open", closed_at=None,
+               created_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+               updated_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"))
+    server.add_issues([new])
+    fetched = dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO)
+    assert fetched.asset_materializations_for_node("raw_issues")[0].metadata["new_versions"].value == 1
+    assert dg.materialize([ingestion.issues], instance=instance, resources=resources, partition_key=REPO).success
+    assert 9999 in set(load_current(LocalStore(tmp_path / "lake"), "issues", REPO)["number"])

@@ -12,10 +12,10 @@ import dagster as dg
 import pytest
 from conftest import postgres_unavailable
 
+from issue_assets import application
 from issue_assets.github.replay import ReplayServer
 from issue_assets.github.simulate import simulate_repository
 from issue_assets.lake.store import LocalStore
-from issue_assets.pipeline import run_pipeline
 from issue_assets.registry import ModelRegistry
 
 DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
@@ -100,30 +100,28 @@ def test_deploy_yaml_configures_postgres_storage_queue_and_pools(pg_instance):
 def test_full_pipeline_stores_runs_and_materializations_in_postgres(pg_instance, tmp_path, monkeypatch):
     instance, db = pg_instance
     monkeypatch.setenv("ISSUE_ASSETS_HOME", str(tmp_path / "home"))
-    # A later first day partition (it holds all history before it): ~330 day partitions in the history run.
-    monkeypatch.setenv("ISSUE_ASSETS_START_DATE", "2026-01-01")
     for name in ("LAKE_STORE", "MODEL_STORE", "OPTUNA_STORAGE", "GITHUB_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     issues, comments = simulate_repository(REPO, n_issues=500, seed=4, start="2025-01-01T00:00:00Z", days=450)
     with ReplayServer(issues, comments) as server:
-        summary = run_pipeline([REPO], api_url=server.url, trials=3, instance=instance, echo=lambda _: None)
+        application.register(instance, REPO, server.url)
+        summary = application.run_all(application.Session(instance, tmp_path / "runs.log"), [REPO], trials=3)
 
     registry = ModelRegistry(LocalStore(tmp_path / "home" / "registry"))
-    assert registry.champion() == summary["candidate"]["version"]
+    assert registry.champion() == summary["training"].meta("candidate_model")["version"]
 
     event = instance.get_latest_materialization_event(dg.AssetKey("production_model"))
     assert event is not None and event.asset_materialization.metadata["champion"].value == registry.champion()
-    days = instance.get_materialized_partitions(dg.AssetKey("raw_issues"))
-    assert len(days) > 300 and all(key.endswith(f"|{REPO}") for key in days)
+    assert instance.get_materialized_partitions(dg.AssetKey("raw_issues")) == {REPO}
     assert REPO in instance.get_dynamic_partitions("repos")
 
     # Read back from PostgreSQL itself, not through the instance's caches.
     stored = dict(_query(db, "SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = "
                              "'ASSET_MATERIALIZATION' GROUP BY asset_key"))
-    assert stored['["production_model"]'] == 1 and stored['["raw_issues"]'] == len(days)
-    assert stored['["raw_comments"]'] == len(days) and stored['["open_issue_predictions"]'] == 1
+    assert stored['["production_model"]'] == 1 and stored['["raw_issues"]'] == 1  # the history: one sweep
+    assert stored['["raw_comments"]'] == 1 and stored['["open_issue_predictions"]'] == 1
     ((runs, succeeded),) = _query(db, "SELECT count(*), count(*) FILTER (WHERE status = 'SUCCESS') FROM runs")
-    assert runs == succeeded == 5  # ingest, current state + features, training, promotion, predictions
+    assert runs == succeeded == 4  # ingest_job, refresh_job, training_job (with the promotion), predictions_job
     # Every slot of the pools the steps ran in was given back.
     for pool in ("github_api", "training"):
         assert instance.event_log_storage.get_concurrency_info(pool).claimed_slots == []

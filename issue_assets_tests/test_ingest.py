@@ -31,7 +31,6 @@ from issue_assets.ingest import layout
 from issue_assets.ingest.current import load_current, merge_current
 from issue_assets.ingest.rawlog import RawLog
 from issue_assets.ingest.sync import cursor, day_bounds, sync_incremental, sync_window
-from issue_assets.ingest.windows import plan_windows
 from issue_assets.lake import store as store_module
 from issue_assets.lake.store import LocalStore, read_parquet
 
@@ -499,27 +498,6 @@ def test_daily_window_stores_exactly_the_versions_updated_that_day(demo, replay_
     assert set(log["id"]) == want and len(log) == len(want) == result.new_versions
     assert ((log["updated_at"] >= pd.Timestamp(start)) & (log["updated_at"] < pd.Timestamp(end))).all()
     assert result.pages == 1 and cursor(store, REPO, "issues") is None  # a middle window moves no cursor
-
-
-def test_plan_windows_groups_contiguous_days():
-    keys = [("b/r", "2024-01-05"), ("a/r", "2024-01-03"), ("a/r", "2024-01-02"), ("a/r", "2024-01-07"),
-            ("a/r", "2024-01-02"), ("b/r", "2024-01-06")]
-    day = lambda s: datetime.fromisoformat(s).replace(tzinfo=UTC)  # noqa: E731
-    assert plan_windows(keys, "2024-01-01") == [
-        ("a/r", day("2024-01-02"), day("2024-01-04")),
-        ("a/r", day("2024-01-07"), day("2024-01-08")),
-        ("b/r", day("2024-01-05"), day("2024-01-07")),
-    ]
-
-
-def test_plan_windows_first_partition_has_no_start():
-    assert plan_windows([("a/r", "2024-01-01"), ("a/r", "2024-01-02")], "2024-01-01") == [
-        ("a/r", None, datetime(2024, 1, 3, tzinfo=UTC))]
-    # A gap after the first day: the second run has a start.
-    assert plan_windows([("a/r", "2024-01-01"), ("a/r", "2024-01-05")], "2024-01-01") == [
-        ("a/r", None, datetime(2024, 1, 2, tzinfo=UTC)),
-        ("a/r", datetime(2024, 1, 5, tzinfo=UTC), datetime(2024, 1, 6, tzinfo=UTC))]
-    assert plan_windows([], "2024-01-01") == []
 
 
 # ---- secrets and unknown repositories -------------------------------------------------------------

@@ -228,3 +228,52 @@ def test_evaluate_repository_summarises_live_quality_drift_and_says_when_to_retr
     assert degradation(s, auc_threshold=0.6, calibration_bound=0.5, min_outcomes=n + 1) is None
     assert degradation(s, auc_threshold=0.3, calibration_bound=0.5, min_outcomes=100) is None
     assert degradation(s, auc_threshold=0.3, calibration_bound=0.01, min_outcomes=100).startswith("live calibration")
+
+
+# ------------------------------------------------------------------------------------------- the asset
+def test_prediction_outcomes_asset_reports_live_quality_and_flags_it(tmp_path, monkeypatch):
+    import dagster as dg
+    import xgboost as xgb
+
+    from issue_assets.assets.monitoring import prediction_outcomes
+    from issue_assets.ingest.layout import current_key
+    from issue_assets.lake.store import write_parquet
+    from issue_assets.modeling.synthetic import FEATURES, make_training_set
+    from issue_assets.modeling.training import TrainedModel
+    from issue_assets.registry import ModelRegistry
+    from issue_assets.resources import LakeResource, ModelStoreResource
+
+    monkeypatch.setenv("LIVE_MIN_OUTCOMES", "100")
+    lake = LocalStore(tmp_path / "lake")
+    registry = ModelRegistry(LocalStore(tmp_path / "registry"))
+    data = make_training_set(300, seed=1)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1}, xgb.DMatrix(
+        data[FEATURES].to_numpy(np.float32), label=data["closed_within_7d"], feature_names=FEATURES), 3)
+    version = registry.register(TrainedModel(booster, FEATURES), {"as_of": "2025-03-01", "metrics": {"roc_auc": 0.7}})
+    registry.promote(version, {"reason": "test"})
+    rng = np.random.default_rng(5)
+    n = 400
+    created = T0 + pd.to_timedelta(np.sort(rng.uniform(0, 30 * 24, n)), unit="h")
+    closed = created + pd.to_timedelta(rng.exponential(150, n), unit="h")
+    write_parquet(lake, current_key("issues", REPO), pd.DataFrame({
+        "id": np.arange(n), "created_at": created.astype("datetime64[us, UTC]"),
+        "closed_at": closed.astype("datetime64[us, UTC]")}))
+    scored = pd.DataFrame({"repo": REPO, "id": np.arange(n), "number": np.arange(n), "created_at": created,
+                           "prediction_time": created, "hours_observed": 0.0, "scoring_time": created,
+                           "model_version": version, "probability": rng.random(n)})  # noise: AUC ~ 0.5
+    append_served(lake, REPO, served_rows(scored, None, "batch"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("repos", [REPO])
+        result = dg.materialize([prediction_outcomes], instance=instance, partition_key=REPO, resources={
+            "lake": LakeResource(uri=str(tmp_path / "lake")),
+            "model_store": ModelStoreResource(uri=str(tmp_path / "registry"))})
+        assert result.success
+        meta = result.asset_materializations_for_node("prediction_outcomes")[0].metadata
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert meta["champion"].value == version and meta["served_predictions"].value == n
+    assert meta["champion_live_n"].value == n and meta["champion_test_roc_auc"].value == 0.7
+    live_auc = meta["champion_live_roc_auc"].value
+    assert abs(live_auc - 0.5) < 0.1 and live_auc == round(live_auc, 4)
+    assert "live_quality" in meta and "by_age" in meta and "0-6h" in meta["by_age"].value
+    assert not checks["live_roc_auc_above_threshold"].passed  # 0.5 < the default alert threshold 0.6
+    assert checks["feature_drift"].passed and checks["feature_drift"].severity == dg.AssetCheckSeverity.WARN

@@ -1,17 +1,18 @@
-"""The whole pipeline through Dagster against the replay server: features, training set, tuning,
-candidate, promotion — and the guards around them (blocking check, ties, the champion kept)."""
+"""The whole pipeline through the application layer (named asset jobs on an instance) against the replay
+server: features, training set, tuning, candidate, promotion, predictions, and the guards around them
+(blocking check, ties, the champion kept, a failed step named)."""
 
 import dagster as dg
 import pandas as pd
 import pytest
 
+from issue_assets import application
 from issue_assets.assets import model, training
 from issue_assets.features.table import load_features
 from issue_assets.github.replay import ReplayServer
 from issue_assets.github.simulate import simulate_repository
 from issue_assets.lake import keys
 from issue_assets.lake.store import LocalStore, read_parquet
-from issue_assets.pipeline import PipelineError, run_pipeline
 from issue_assets.registry import ModelRegistry
 from issue_assets.resources import LakeResource, ModelStoreResource
 
@@ -29,8 +30,11 @@ def pipeline_home(tmp_path_factory):
     mp.delenv("OPTUNA_STORAGE", raising=False)
     issues, comments = simulate_repository(REPO, n_issues=1200, seed=5, start="2025-01-01T00:00:00Z", days=600)
     with ReplayServer(issues, comments) as server, dg.DagsterInstance.ephemeral() as instance:
-        summary = run_pipeline([REPO], api_url=server.url, trials=6, instance=instance, echo=lambda _: None)
-        yield {"home": home, "summary": summary, "instance": instance, "server": server, "issues": issues}
+        session = application.Session(instance, home / "runs.log")
+        application.register(instance, REPO, server.url)
+        summary = application.run_all(session, [REPO], trials=6)
+        yield {"home": home, "summary": summary, "instance": instance, "server": server, "issues": issues,
+               "session": session}
     mp.undo()
 
 
@@ -41,11 +45,18 @@ def _resources(home):
 def test_pipeline_trains_registers_and_promotes_the_first_model(pipeline_home):
     summary, home = pipeline_home["summary"], pipeline_home["home"]
     registry = ModelRegistry(LocalStore(home / "registry"))
-    version = summary["candidate"]["version"]
+    candidate = summary["training"].meta("candidate_model")
+    version = candidate["version"]
     assert registry.list_versions() == [version]
     assert registry.champion() == version
-    assert summary["production"]["promoted"] is True
-    assert 0.6 <= summary["candidate"]["test_auc"] <= 1.0
+    assert summary["training"].meta("production_model")["promoted"] is True
+    assert 0.6 <= candidate["test_auc"] <= 1.0
+    # Every step was a run of a named asset job, with its partition, in the instance.
+    runs = pipeline_home["instance"].get_runs()
+    assert sorted((r.job_name, r.tags.get("dagster/partition")) for r in runs) == sorted([
+        ("ingest_job", REPO), ("refresh_job", REPO), ("training_job", summary["as_of"]),
+        ("predictions_job", REPO)])
+    assert pipeline_home["session"].log_path.read_text().count("STEP_SUCCESS") >= 8  # the event log, in the file
     # latest_model.json is the champion's model itself, loadable by plain XGBoost.
     store = LocalStore(home / "registry")
     assert store.get_bytes("models/latest_model.json") == store.get_bytes(f"models/{version}/model.json")
@@ -70,14 +81,15 @@ def test_features_cover_every_issue_and_training_set_holds_only_known_labels(pip
 
 
 def test_second_run_is_incremental_and_a_tie_keeps_the_champion(pipeline_home):
-    home, instance, server = pipeline_home["home"], pipeline_home["instance"], pipeline_home["server"]
+    home = pipeline_home["home"]
     registry = ModelRegistry(LocalStore(home / "registry"))
     champion = registry.champion()
-    summary = run_pipeline([REPO], api_url=server.url, trials=6, instance=instance, echo=lambda _: None)
-    features = summary["repos"][REPO]["features"]
+    summary = application.run_all(pipeline_home["session"], [REPO], trials=6)
+    features = summary["repos"][REPO]["refresh"].meta("issue_features")
     assert features["mode"] in ("unchanged", "incremental")
+    assert summary["repos"][REPO]["ingest"].meta("raw_issues")["not_modified_304"] == 1
     # Same data, same seed, resumed study: the new candidate is no better, so the champion stays.
-    assert summary["production"]["promoted"] is False
+    assert summary["training"].meta("production_model")["promoted"] is False
     assert registry.champion() == champion
     assert len(registry.list_versions()) == 2
     events = [e for e in registry.history() if e.get("event") == "decision"]
@@ -112,12 +124,56 @@ def test_training_set_checks_all_pass(pipeline_home):
     assert checks == {name: True for name in training.CHECKS}
 
 
-def test_unknown_repository_fails_the_pipeline_with_its_name(pipeline_home):
-    with pytest.raises(PipelineError, match="nobody/nothing"):
-        run_pipeline(["nobody/nothing"], api_url=pipeline_home["server"].url, trials=2,
-                     instance=pipeline_home["instance"], echo=lambda _: None)
+def test_unknown_repository_fails_the_step_naming_job_partition_and_repository(pipeline_home):
+    application.register(pipeline_home["instance"], "nobody/nothing", pipeline_home["server"].url)
+    with pytest.raises(application.StepFailed, match=r"ingest_job \[nobody/nothing\] failed: raw_\w+: .*"
+                                                     r"repository nobody/nothing not found"):
+        application.run_all(pipeline_home["session"], ["nobody/nothing"], trials=2)
 
 
 def test_cutoff_is_end_of_day_or_now():
     assert training.cutoff_of("2020-05-01") == pd.Timestamp("2020-05-02", tz="UTC")
     assert training.cutoff_of("2199-01-01") <= pd.Timestamp.now(tz="UTC")
+
+
+def test_status_reports_what_the_lake_registry_and_instance_hold(pipeline_home):
+    from issue_assets import status
+    from issue_assets.ingest.current import load_current
+
+    home, instance = pipeline_home["home"], pipeline_home["instance"]
+    now = pd.Timestamp.now(tz="UTC")
+    result = status.collect(instance, now=now)
+    repo = result["repositories"][REPO]
+    assert repo["source"]["api_url"] == pipeline_home["server"].url and repo["source"]["kind"] == "local"
+    table = load_current(LocalStore(home / "lake"), "issues", REPO)
+    opened = table.loc[table["state"] == "open"]
+    assert repo["open"] == len(opened) == repo["pull_requests"] + repo["in_window"] + repo["decided"]
+    assert repo["pull_requests"] == int(opened["is_pull_request"].sum())
+    inside = ((now - opened["created_at"]) < pd.Timedelta(days=7)) & ~opened["is_pull_request"]
+    assert repo["in_window"] == int(inside.sum())
+    assert repo["last_ingest"] is not None and repo["predictions"]["rows"] > 0
+    registry = ModelRegistry(LocalStore(home / "registry"))
+    model_status = result["model"]
+    assert model_status["champion"] == registry.champion()
+    assert model_status["test_roc_auc"] == registry.get_metadata(registry.champion())["metrics"]["roc_auc"]
+    assert model_status["new_labels"]["threshold"] == 200
+    assert model_status["last_decisions"] and model_status["last_decisions"][0]["event"] == "promoted"
+    assert set(result["freshness"]) == set(status.WATCHED)
+    assert result["freshness"]["raw_issues"]["last_materialization"] is not None
+    assert result["daemon"]["running"] is False
+    lines = status.format_text(result)
+    assert any(line.startswith("champion       " + registry.champion()) for line in lines)
+
+
+def test_window_split_counts_pull_requests_window_and_decided():
+    from issue_assets.status import window_split
+
+    now = pd.Timestamp("2026-03-10", tz="UTC")
+    table = pd.DataFrame({
+        "state": ["open", "open", "open", "open", "closed"],
+        "is_pull_request": [True, False, False, False, False],
+        "created_at": pd.to_datetime(["2026-03-09T00:00:00", "2026-03-09T00:00:00", "2026-03-03T00:00:01", "2026-03-02T00:00:00",
+                                      "2026-03-09T00:00:00"],
+                                     utc=True)})
+    assert window_split(table, now) == {"open": 4, "pull_requests": 1, "in_window": 2, "decided": 1}
+    assert window_split(table.iloc[:0], now)["open"] == 0

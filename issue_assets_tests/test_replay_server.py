@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+import time
 from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -449,3 +450,28 @@ def test_from_files_serves_every_matomo_item_once():
         assert {i["state"] for i in open_items} == {"open"}
         sample = json.loads(s.get(f"{srv.url}/repos/matomo-org/matomo/issues/{items[0]['number']}").content)
         assert sample["id"] == items[0]["id"]
+
+
+def test_live_mode_keeps_adding_activity_until_stopped(demo):
+    issues, comments = demo
+    repo = repo_of(issues[0])
+    server = ReplayServer(issues, comments).start()
+    try:
+        live = server.start_live(repo, interval=0.05, seed=2)
+        since = max(i["updated_at"] for i in issues)
+        deadline = time.monotonic() + 20
+        while len(live.events) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(live.events) >= 20
+        page = requests.get(f"{server.url}/repos/{repo}/issues", timeout=10,
+                            params={"state": "all", "since": since, "sort": "updated", "direction": "asc",
+                                    "per_page": 100}).json()
+        served = {i["number"] for i in page}
+        assert {n for _, kind, n in live.events if kind == "open"} <= served
+        with pytest.raises(ValueError, match="does not serve nobody/nothing"):
+            server.start_live("nobody/nothing")
+    finally:
+        server.stop()
+    count = len(live.events)
+    time.sleep(0.3)
+    assert len(live.events) == count  # stopped with the server

@@ -139,7 +139,7 @@ def replay(pipeline):
 
 @pytest.fixture(scope="module")
 def service(pipeline, replay):
-    app = create_app(pipeline.registry, pipeline.lake, github_client_factory=lambda: GitHubClient(replay.url),
+    app = create_app(pipeline.registry, pipeline.lake, github_client_factory=lambda repo: GitHubClient(replay.url),
                      max_body_bytes=200_000, max_batch=40, reload_interval_s=0.2)
     svc = Service(app)
     yield svc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -180,3 +180,46 @@ def test_write_export_round_trips_plain_and_gzip_atomically(demo, tmp_path):
         write_export(broken(), tmp_path / "comments.jsonl")
     assert list(iter_export(plain)) == comments[:40]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["comments.jsonl", "issues.jsonl.gz", "sub"]
+
+
+def test_live_activity_opens_comments_and_closes_at_the_time_given():
+    from issue_assets.github.simulate import LiveActivity
+
+    issues, comments = simulate_repository("acme/widgets", n_issues=200, seed=4, start="2026-01-01T00:00:00Z",
+                                           days=60)
+    live = LiveActivity("acme/widgets", issues, comments, seed=1)
+    twin = LiveActivity("acme/widgets", issues, comments, seed=1)
+    start = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()
+    numbers = {i["number"] for i in issues}
+    ids = {i["id"] for i in issues} | {c["id"] for c in comments}
+    opened, closed, commented = [], [], []
+    for k in range(300):
+        now = start + 30 * k
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new_issues, new_comments = live.step(now)
+        assert (new_issues, new_comments) == twin.step(now)  # deterministic for a seed
+        (item,) = new_issues
+        assert item["updated_at"] == stamp and item["_meta"] == {"simulated": True}
+        assert repo_of(item) == "acme/widgets"
+        kind = live.events[-1][1]
+        if kind == "open":
+            assert item["number"] not in numbers and item["id"] not in ids
+            assert item["created_at"] == stamp and item["state"] == "open" and item["comments"] == 0
+            numbers.add(item["number"])
+            ids.add(item["id"])
+            opened.append(item)
+        elif kind == "close":
+            assert item["state"] == "closed" and item["closed_at"] == stamp and item["number"] in numbers
+            closed.append(item)
+        else:
+            (comment,) = new_comments
+            assert comment["issue_url"] == item["url"] and comment["created_at"] == stamp
+            assert comment["id"] not in ids and item["state"] == "open"
+            ids.add(comment["id"])
+            commented.append(item)
+    assert opened and closed and commented
+    assert len({i["number"] for i in opened}) == len(opened)
+    # Most closes land inside the issue's 7-day window, so new labels keep arriving.
+    recent = sum(1 for i in closed if (datetime.fromisoformat(i["closed_at"]) - datetime.fromisoformat(
+        i["created_at"])).days < 7)
+    assert recent / len(closed) > 0.5

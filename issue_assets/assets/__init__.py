@@ -1,1 +1,25 @@
-"""Software-defined assets, one module per concern."""
+"""Software-defined assets, one module per concern, and the automation condition they share."""
+
+import dagster as dg
+
+
+def follows_updates() -> dg.AutomationCondition:
+    """Materialize after any dependency updates (or when missing): Dagster's `eager()`, except that an update
+    is forgotten only once a request was made *after* it.
+
+    `eager()` forgets a dependency's update when the asset itself is updated or requested in the same tick.
+    Under the daemon that loses updates: a poll-driven ingest that lands while the asset's previous run is
+    in flight (or in the tick where that run finishes) was never seen by that run, and nothing requests it
+    again until the next change (measured in the soak: a new comment never reached `issue_comments`). Here
+    the trigger is reset only by a tick that made a request and saw no newer update; the price is, rarely,
+    one redundant run of an incremental asset.
+    """
+    updated = dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()
+    handled = dg.AutomationCondition.newly_requested() & ~dg.AutomationCondition.any_deps_updated()
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & updated.since(handled)
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("follows_updates")

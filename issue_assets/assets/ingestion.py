@@ -1,88 +1,87 @@
-"""Ingestion assets: the raw log of item versions and the current state of each repository."""
+"""Ingestion assets: the raw log of item versions and the current state of each repository.
+
+The raw log is partitioned by repository: a materialization is one paged sweep from the stored cursor
+(the whole history the first time, then only what changed), so its metadata is that sweep's own.
+"""
 
 from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
-from issue_assets import config
-from issue_assets.ingest import layout
+from issue_assets import progress
+from issue_assets.assets import follows_updates
 from issue_assets.ingest.current import load_current, merge_current
-from issue_assets.ingest.sync import iso, sync_window
-from issue_assets.ingest.windows import plan_windows
-from issue_assets.lake.documents import read_json
-from issue_assets.partitions import REPO_FROM_RAW, raw_partitions, repo_partitions
+from issue_assets.ingest.rawlog import RawLog
+from issue_assets.ingest.sync import cursor, iso, sync_incremental, sync_window
+from issue_assets.partitions import repo_partitions
 from issue_assets.resources import GitHubResource, LakeResource
 
 
-def _partition_pairs(context: dg.AssetExecutionContext) -> list[tuple[str, str]]:
-    pairs = []
-    for key in context.partition_keys:
-        dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else \
-            dict(zip(("day", "repo"), key.split("|"), strict=True))
-        pairs.append((dims["repo"], dims["day"]))
-    return pairs
+class IngestConfig(dg.Config):
+    lookback_hours: float = Field(default=0.0, ge=0, description="Sweep from this many hours before the cursor "
+                                  "(the daily reconciliation uses 48: items GitHub listed late)")
+    full: bool = Field(default=False, description="Sweep the whole history again (idempotent: versions already "
+                                                  "in the log are kept once)")
 
 
-def _results_table(results) -> str:
-    rows = ["| repo | window | pages | fetched | new versions | rejected | requests | 304 |",
-            "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        rows.append(f"| {r.repo} | {r.window_start or 'beginning'} .. {r.window_end or 'now'} | {r.pages} | "
-                    f"{r.items_fetched} | {r.new_versions} | {r.rejected} | {r.requests} | {r.not_modified} |")
-    return "\n".join(rows)
-
-
-def _ingest(context: dg.AssetExecutionContext, lake: LakeResource, github: GitHubResource,
+def _ingest(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource, github: GitHubResource,
             kind: str) -> dg.MaterializeResult:
     store = lake.store()
-    windows = plan_windows(_partition_pairs(context), config.start_date())
-    results = []
-    with github.client() as client:
-        for repo, start, end in windows:
-            context.log.info(f"{repo} {kind}: sweeping {iso(start) or 'the beginning'} .. {iso(end)}")
-            results.append(sync_window(client, store, repo, kind, start, end,
-                                       on_progress=lambda msg: context.log.debug(msg)))
-    log_rows = {}
-    for repo in {r.repo for r in results}:
-        manifest = read_json(store, layout.raw_manifest_key(kind, repo), default={}) or {}
-        log_rows[repo] = sum(int(m["rows"]) for m in manifest.get("months", {}).values())
-    total = {name: sum(getattr(r, name) for r in results)
-             for name in ("pages", "items_fetched", "new_versions", "rejected", "requests", "not_modified",
-                          "rate_limit_waits", "retries")}
+    repo = context.partition_key
+    before = cursor(store, repo, kind)
+    source = github.source(repo, store)
+    where = "the whole history" if config.full or before is None else \
+        f"{iso(before - timedelta(hours=config.lookback_hours))} .. now"
+    context.log.info(f"{repo} {kind}: sweeping {where} from {source.api_url}")
+
+    def on_event(event: str, info: dict) -> None:
+        # Pages go to the progress lines of an in-process run, not to the event log: an event per page
+        # would be stored in the instance (a history of 1,500 pages = 1,500 events).
+        if event == "page":
+            progress.report("page", repo=repo, kind=kind, items=info.get("items", 0))
+
+    with github.client(repo, store, on_event=on_event) as client:
+        if config.full:  # no cached validator: a damaged or missing version is fetched again, not answered 304
+            result = sync_window(client, store, repo, kind, None, None, full=True)
+        else:
+            result = sync_incremental(client, store, repo, kind, lookback=timedelta(hours=config.lookback_hours))
+    after = cursor(store, repo, kind)
     return dg.MaterializeResult(metadata={
-        "new_versions": total["new_versions"],
-        "items_fetched": total["items_fetched"],
-        "rejected": total["rejected"],
-        "requests": total["requests"],
-        "not_modified_304": total["not_modified"],
-        "rate_limit_waits": total["rate_limit_waits"],
-        "retries": total["retries"],
-        "wait_seconds": float(sum(r.wait_seconds for r in results)),
-        "windows": dg.MetadataValue.md(_results_table(results)),
-        "rows_in_log": sum(log_rows.values()),
-        "months_written": ", ".join(sorted({m for r in results for m in r.months_written})[-24:]),
-        "partitions": len(context.partition_keys),
+        "source": source.api_url,
+        "window_start": result.window_start or "the beginning",
+        "cursor_before": iso(before) or "",
+        "cursor_after": iso(after) or "",
+        "pages": result.pages,
+        "items_fetched": result.items_fetched,
+        "new_versions": result.new_versions,
+        "rejected": result.rejected,
+        "requests": result.requests,
+        "not_modified_304": result.not_modified,
+        "rate_limit_waits": result.rate_limit_waits,
+        "retries": result.retries,
+        "wait_seconds": float(result.wait_seconds),
+        "seconds": round(result.seconds, 3),
+        "rows_in_log": RawLog(store, kind, repo).rows(),
+        "months_written": ", ".join(sorted(set(result.months_written))[-24:]),
     })
 
 
-_RAW = dict(
-    partitions_def=raw_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="ingestion",
-    kinds={"github", "parquet"},
-    pool="github_api",
-)
+_RAW = dict(partitions_def=repo_partitions, group_name="ingestion", kinds={"github", "parquet"}, pool="github_api")
 
 
-@dg.asset(description="Append-only log of issue versions as fetched, by repository x day of updated_at.", **_RAW)
-def raw_issues(context: dg.AssetExecutionContext, lake: LakeResource, github: GitHubResource):
-    return _ingest(context, lake, github, "issues")
+@dg.asset(description="Append-only log of issue versions as fetched, per repository: each materialization is one "
+                      "sweep since the stored cursor (the whole history the first time).", **_RAW)
+def raw_issues(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource, github: GitHubResource):
+    return _ingest(context, config, lake, github, "issues")
 
 
-@dg.asset(description="Append-only log of comment versions as fetched, by repository x day of updated_at.", **_RAW)
-def raw_comments(context: dg.AssetExecutionContext, lake: LakeResource, github: GitHubResource):
-    return _ingest(context, lake, github, "comments")
+@dg.asset(description="Append-only log of comment versions as fetched, per repository: each materialization is "
+                      "one sweep since the stored cursor (the whole history the first time).", **_RAW)
+def raw_comments(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource,
+                 github: GitHubResource):
+    return _ingest(context, config, lake, github, "comments")
 
 
 def _preview(df: pd.DataFrame, columns: list[str], n: int = 10) -> dg.MetadataValue:
@@ -111,9 +110,9 @@ def _current(context: dg.AssetExecutionContext, lake: LakeResource, kind: str, p
 
 @dg.asset(
     partitions_def=repo_partitions,
-    deps=[dg.AssetDep("raw_issues", partition_mapping=REPO_FROM_RAW)],
+    deps=["raw_issues"],
     group_name="ingestion", kinds={"parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
     description="Current state of each issue (latest version per id) for one repository, merged incrementally.",
 )
@@ -123,9 +122,9 @@ def issues(context: dg.AssetExecutionContext, lake: LakeResource):
 
 @dg.asset(
     partitions_def=repo_partitions,
-    deps=[dg.AssetDep("raw_comments", partition_mapping=REPO_FROM_RAW)],
+    deps=["raw_comments"],
     group_name="ingestion", kinds={"parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     description="Current state of each comment (latest version per id) for one repository.",
 )
 def issue_comments(context: dg.AssetExecutionContext, lake: LakeResource):

@@ -12,12 +12,13 @@ from issue_assets import config
 from issue_assets.features.catalog import FEATURE_NAMES, feature_registry_version
 from issue_assets.lake import keys
 from issue_assets.lake.documents import read_json, write_json
-from issue_assets.lake.store import read_parquet
+from issue_assets.lake.store import KeyNotFound, read_parquet
 from issue_assets.modeling.evaluation import check_alert
 from issue_assets.modeling.training import TrainingConfig, train_and_evaluate
 from issue_assets.modeling.tuning import TuningConfig, tune
 from issue_assets.partitions import as_of_partitions
 from issue_assets.registry import PromotionConflict, decide, score_on_window
+from issue_assets.registry.reports import write_reports
 from issue_assets.resources import LakeResource, ModelStoreResource
 
 
@@ -38,6 +39,11 @@ class CandidateConfig(dg.Config):
 class PromotionConfig(dg.Config):
     margin: float = Field(default=0.0, description="ROC AUC the candidate must gain over the champion")
     alert_threshold: float = Field(default_factory=config.alert_auc_threshold)
+
+
+def _r(value) -> float:
+    """Metrics in metadata: 4 places (NaN when undefined)."""
+    return round(float(value), 4) if value is not None and value == value else float("nan")
 
 
 def _png(data: bytes) -> dg.MetadataValue:
@@ -64,7 +70,7 @@ def tuned_params(context: dg.AssetExecutionContext, config: TuningRunConfig, lak
                   storage=config.storage or config_storage(), warm_start_params=_previous_best(store, as_of))
     summary = result.summary()
     write_json(store, keys.tuning_key(as_of), summary)
-    store.put_bytes(f"tuning/{as_of}.history.png", result.history_png)
+    store.put_bytes(keys.tuning_history_key(as_of), result.history_png)
     return dg.MaterializeResult(metadata={
         "best_value": result.best_value, "best_params": dg.MetadataValue.json(result.best_params),
         "trials_completed": result.n_complete, "trials_pruned": result.n_pruned, "trials_failed": result.n_failed,
@@ -97,13 +103,23 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     age0 = result.age0_metrics
     metadata["metrics"]["test_auc"] = age0.get("roc_auc")
     metadata["cutoff"] = read_json(store, keys.training_info_key(as_of))["cutoff"]
+    metadata["tuning"] = read_json(store, keys.tuning_key(as_of))
+    artifacts = dict(result.plots)
+    try:  # the tuning history travels with the version, so its report shows how it was tuned
+        artifacts["tuning_history.png"] = store.get_bytes(keys.tuning_history_key(as_of))
+    except KeyNotFound:
+        pass
     registry = model_store.registry()
-    version = registry.register(result.model, metadata, artifacts=result.plots)
+    version = registry.register(result.model, metadata, artifacts=artifacts)
     write_json(store, keys.candidate_key(as_of), {"version": version, "as_of": as_of})
     write_json(store, keys.LATEST_CANDIDATE_KEY, {"version": version, "as_of": as_of})
     passed, details = check_alert(age0, config.alert_threshold)
     if not passed:
         context.log.error(f"[ALERT] candidate {version} as of {as_of}: {details['message']}")
+        # recorded, so the registry says which versions failed their check (`issue-assets model list`)
+        registry.record_decision(version, {"promote": False, "check_passed": False,
+                                           "reason": f"failed the blocking check: {details['message']}"})
+    report = write_reports(registry, [version])[0]
     refs = result.reference_metrics
     comparison = pd.DataFrame({
         "candidate": result.metrics, "base_rate": refs.get("base_rate", {}),
@@ -111,9 +127,10 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     by_age = pd.DataFrame({f"{age} h": {m: v.get(m) for m in ("n", "base_rate", "roc_auc", "pr_auc", "brier")}
                            for age, v in result.metrics_by_age.items()})
     meta = {
-        "version": version, "test_auc": age0.get("roc_auc"), "test_auc_all_ages": result.metrics.get("roc_auc"),
-        "pr_auc": result.metrics.get("pr_auc"), "log_loss": result.metrics.get("log_loss"),
-        "brier": result.metrics.get("brier"),
+        "version": version, "report": dg.MetadataValue.path(f"{registry.store.uri}/{report}"),
+        "test_auc": _r(age0.get("roc_auc")), "test_auc_all_ages": _r(result.metrics.get("roc_auc")),
+        "pr_auc": _r(result.metrics.get("pr_auc")), "log_loss": _r(result.metrics.get("log_loss")),
+        "brier": _r(result.metrics.get("brier")),
         "metrics_by_age": dg.MetadataValue.md(by_age.T.round(4).astype(str).to_markdown() if len(by_age) else ""),
         "vs_references": dg.MetadataValue.md(comparison.round(4).astype(str).to_markdown()),
         "calibration": dg.MetadataValue.json(result.calibration),
@@ -126,7 +143,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     yield dg.MaterializeResult(metadata=meta)
     yield dg.AssetCheckResult(check_name="test_auc_above_alert_threshold", passed=bool(passed),
                               metadata={"message": details["message"], "threshold": config.alert_threshold,
-                                        "test_auc": details["value"] if details["value"] is not None else float("nan")})
+                                        "test_auc": _r(details["value"])})
 
 
 @dg.asset(
@@ -172,12 +189,14 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     else:
         raise dg.Failure("the champion kept changing during five promotion attempts")
     now = registry.champion()
+    # the candidate's and the replaced champion's reports say what they are now
+    report = write_reports(registry, [version, champion])[0]
     context.log.info(f"promotion decision for {version}: {'PROMOTED' if decision.promote else 'kept'} "
                      f"{champion or 'no champion'} ({record['reason']})")
     return dg.MaterializeResult(metadata={
         "champion": now or "", "candidate": version, "promoted": bool(record["promote"]),
-        "reason": record["reason"], "candidate_auc": decision.candidate_value or float("nan"),
-        "champion_auc": decision.champion_value if decision.champion_value is not None else float("nan"),
+        "reason": record["reason"], "candidate_auc": _r(decision.candidate_value),
+        "champion_auc": _r(decision.champion_value), "candidate_report": dg.MetadataValue.path(f"{registry.store.uri}/{report}"),
         "margin": config.margin, "window": dg.MetadataValue.json(record["window"]),
         "decision": dg.MetadataValue.json(json.loads(json.dumps(record, default=str))),
         "model_store": registry.store.uri,

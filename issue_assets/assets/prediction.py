@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
+from issue_assets.assets import follows_updates
 from issue_assets.features.table import load_snapshot
 from issue_assets.ingest.current import load_current
 from issue_assets.monitoring.served import append_served, served_rows
@@ -17,7 +18,7 @@ from issue_assets.serving.scoring import SCORED, batch_predict, write_prediction
     partitions_def=repo_partitions,
     deps=["issue_features", "production_model"],
     group_name="serving", kinds={"xgboost", "csv", "parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
     description="The repository's open and recent issues at the scoring time: those still inside their 7-day "
                 "window scored by the champion at their current age (probability, rank, top contributions), the "

@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from issue_assets.assets import follows_updates
 from issue_assets.features import training_sets as ts
 from issue_assets.features.catalog import FEATURE_NAMES, feature_registry_version
 from issue_assets.features.table import load_features, refresh_features
@@ -17,7 +18,7 @@ from issue_assets.resources import LakeResource
     partitions_def=repo_partitions,
     deps=["issues", "issue_comments"],
     group_name="features", kinds={"pandas", "parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_updates(),
     description="Point-in-time features, label and label_known_at of every issue of one repository at ages "
                 "0, 6, 24 and 72 h (rows keyed by repo, id, age_hours; an age only while the issue is still "
                 "open); only rows a change can affect are recomputed. Also writes the event-store snapshot "

@@ -141,6 +141,10 @@ REFERENCE_FEATURES: tuple[Feature, ...] = tuple(_f("reference", SNAPSHOT, [
     ("ref_comment_count", "comment count at snapshot time (leaks: fast closes have few comments)"),
 ]))
 
+#: the ages (hours since creation) of the feature table's and training sets' rows; training ages 0/6/24/72 were
+#: chosen by measurement (BENCHMARKS.md: a denser set gained on one project and lost on the other, for 2.2x rows)
+AGES_HOURS = (0, 6, 24, 72)
+
 PREDICTION_MEANING = (
     "A probability is P(the issue is closed within 7 days of its creation | it is still open at the prediction "
     "time t), for t in [created_at, created_at + 7 days); `hours_observed` is the issue's age at t. An issue "

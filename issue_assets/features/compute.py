@@ -31,14 +31,13 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from issue_assets.features.catalog import FEATURE_NAMES, REFERENCE_NAMES
+from issue_assets.features.catalog import AGES_HOURS, FEATURE_NAMES, REFERENCE_NAMES
 from issue_assets.features.events import Queries, factorize, time_order
 from issue_assets.features.labels import DAY_US, DEFAULT_HORIZON_DAYS, HOUR_US, known_by
 from issue_assets.features.store import EventStore, Rows
 from issue_assets.features.text import reference_columns, text_columns
 from issue_assets.features.text_score import hash_texts
 
-AGES_HOURS = (0, 6, 24, 72)
 OUTPUT_KEY_COLUMNS = ["repo", "id", "number", "age_hours", "created_at", "prediction_time"]
 LABEL_COLUMNS = ["closed_within_7d", "label_known_at"]
 _NAT = np.iinfo("int64").min

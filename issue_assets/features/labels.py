@@ -50,7 +50,8 @@ def known_by(created_us: np.ndarray, closed_us: np.ndarray, at_us, horizon: floa
     return decided, positive & decided, np.where(decided, known_at, np.nan)
 
 
-def _us(series: pd.Series) -> np.ndarray:
+def us(series: pd.Series) -> np.ndarray:
+    """UTC timestamps as float64 microseconds (NaN for NaT): the rule's time scale."""
     values = series.astype(TS).array.asi8
     out = values.astype("float64")
     out[values == np.iinfo("int64").min] = np.nan
@@ -58,7 +59,7 @@ def _us(series: pd.Series) -> np.ndarray:
 
 
 def label_times(created_at: pd.Series, closed_at: pd.Series, *, horizon_days: float = DEFAULT_HORIZON_DAYS):
-    positive, known_at = outcome(_us(created_at), _us(closed_at), horizon_us(horizon_days))
+    positive, known_at = outcome(us(created_at), us(closed_at), horizon_us(horizon_days))
     known = pd.Series(pd.to_datetime(known_at, unit="us", utc=True), index=created_at.index).astype(TS)
     return pd.Series(positive, index=created_at.index), known
 

@@ -336,6 +336,11 @@ class GitHubClient:
         self._reset_at: float | None = None
         self._prefetches: set[_Prefetch] = set()
         self._closed = False
+        self.rate_limit: dict[str, float] | None = None  # the last response's x-ratelimit-* headers
+
+    @property
+    def authenticated(self) -> bool:
+        return self._token is not None
 
     def __repr__(self) -> str:
         return (f"GitHubClient(api_url={_display_url(self.api_url)!r}, "
@@ -550,7 +555,11 @@ class GitHubClient:
                 body = response.content
             except requests.RequestException as exc:
                 return _Attempt(error=exc)
+        limits = {name: _header_float(response.headers, f"x-ratelimit-{name}")
+                  for name in ("limit", "remaining", "used", "reset")}
         with self._state_lock:
+            if limits["limit"] is not None and limits["remaining"] is not None:
+                self.rate_limit = {k: v for k, v in limits.items() if v is not None}
             self.stats.bytes_received += len(body)
             self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
         logger.debug("GET %s -> %d (%d bytes)", _display_url(url), response.status_code, len(body))

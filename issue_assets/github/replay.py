@@ -418,6 +418,9 @@ class ReplayServer:
         self._used = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._live_stop = threading.Event()
+        self._live_threads: list[threading.Thread] = []
+        self.live: dict[str, object] = {}
         self.reset_stats()
         self.add_issues(issues)
         self.add_comments(comments)
@@ -497,7 +500,40 @@ class ReplayServer:
         self._thread.start()
         return self
 
+    def start_live(self, repo: str, *, interval: float = 20.0, seed: int = 0):
+        """Keep adding activity to `repo` (new issues, comments, closes stamped with the current time), one
+        event every `interval` seconds on average, until stop(). Returns the LiveActivity (its `events`)."""
+        from .simulate import LiveActivity
+
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval}")
+        with self._data_lock:
+            served = self._repo(repo)
+            if served is None:
+                raise ValueError(f"the replay server does not serve {repo}")
+            issues = [json.loads(e.body) for e in served.issues.values()]
+            comments = [{"id": e.id} for e in served.comments.values() if isinstance(e.id, int)]
+        live = self.live[served.full_name] = LiveActivity(served.full_name, issues, comments, seed=seed)
+        rng = random.Random(f"live-timing:{repo}:{seed}")
+        self._live_stop.clear()
+
+        def run() -> None:
+            while not self._live_stop.wait(interval * rng.uniform(0.5, 1.5)):
+                with self._data_lock:
+                    new_issues, new_comments = live.step(self.clock.time())
+                    self.add_issues(new_issues)
+                    self.add_comments(new_comments)
+
+        thread = threading.Thread(target=run, name=f"replay-live-{repo}", daemon=True)
+        thread.start()
+        self._live_threads.append(thread)
+        return live
+
     def stop(self) -> None:
+        self._live_stop.set()
+        for thread in self._live_threads:
+            thread.join(timeout=5)
+        self._live_threads.clear()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -583,6 +619,10 @@ class ReplayServer:
                 used, reset = self._used, self._window_start + self.rate_limit_window
         return {"limit": self.rate_limit, "used": used, "remaining": max(0, self.rate_limit - used),
                 "reset": int(math.ceil(reset)), "resource": "core"}
+
+    def rate_limit_status(self) -> dict:
+        """The primary budget now: limit, used, remaining, reset (what GET /rate_limit answers)."""
+        return self._rate_snapshot()
 
     def _rate_headers(self) -> list:
         snap = self._rate_snapshot()
@@ -906,16 +946,21 @@ class ReplayServer:
 
 
 def serve(data_files: Iterable[str | Path], comments_files: Iterable[str | Path] = (), host: str = "127.0.0.1",
-          port: int = 8000, **kwargs) -> None:
-    """Load the exports, serve them until Ctrl-C or SIGTERM; prints the listening line first."""
+          port: int = 8000, *, live_interval: float | None = None, live_seed: int = 0, **kwargs) -> None:
+    """Load the exports, serve them until Ctrl-C or SIGTERM; prints the listening line first. With
+    `live_interval`, every repository keeps getting new activity (see `start_live`)."""
     server = ReplayServer.from_files(list(data_files), list(comments_files), host=host, port=port, **kwargs)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
+    if live_interval:
+        for repo in server.repos:
+            server.start_live(repo, interval=live_interval, seed=live_seed)
     n_repos, n_issues, n_comments = server.counts()
-    print(f"replay server listening on {server.url} ({n_repos} repos, {n_issues} issues, {n_comments} comments)",
-          flush=True)
+    live = f"; live: an event every {live_interval:g} s per repository" if live_interval else ""
+    print(f"replay server listening on {server.url} ({n_repos} repos, {n_issues} issues, {n_comments} comments)"
+          f"{live}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -449,3 +449,95 @@ def write_export(items: Iterable[dict], path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+class LiveActivity:
+    """New activity for a simulated repository, stamped with the time it happens: new issues and pull
+    requests, comments on open items, and closes (mostly of issues, not pull requests, still inside their
+    7-day window, so new labels keep arriving). Items are drawn from another simulated history of the same repository,
+    renumbered after the served ones, so they read like the rest. Every item keeps `_meta.simulated`.
+    """
+
+    WEIGHTS = {"open": 0.45, "comment": 0.35, "close": 0.20}
+
+    def __init__(self, repo: str, issues: list[dict], comments: list[dict] = (), seed: int = 0):
+        self.repo = repo
+        self.rng = random.Random(f"live:{repo}:{seed}")
+        pool, _ = simulate_repository(repo, n_issues=2000, seed=seed + 1_000_003, start="2020-01-01T00:00:00Z",
+                                      days=720)
+        self._templates = pool
+        self._next_template = 0
+        self._next_number = max((int(i["number"]) for i in issues), default=0) + 1
+        self._next_id = max((int(i["id"]) for i in issues), default=900_000_000) + 1_000_000
+        self._next_comment_id = max((int(c["id"]) for c in comments), default=40_000_000) + 1_000_000
+        self._open = {int(i["number"]): dict(i) for i in issues if i.get("state") == "open"}
+        self.events: list[tuple[float, str, int]] = []  # (time, "open" | "comment" | "close", number)
+        self.pull_requests: set[int] = set()  # numbers of the pull requests it opened
+
+    def step(self, now: float) -> tuple[list[dict], list[dict]]:
+        """One event at time `now`: (issues to add or replace, comments to add)."""
+        kind = self.rng.choices(list(self.WEIGHTS), list(self.WEIGHTS.values()))[0]
+        if kind != "open" and not self._open:
+            kind = "open"
+        if kind == "open":
+            item = self._new_item(now)
+            self._open[item["number"]] = item
+            if "pull_request" in item:
+                self.pull_requests.add(item["number"])
+            self.events.append((now, "open", item["number"]))
+            return [item], []
+        if kind == "close":
+            recent = [n for n, i in self._open.items()
+                      if now - _parse(i["created_at"]) < 7 * DAY and "pull_request" not in i]
+            number = self.rng.choice(recent if recent and self.rng.random() < 0.8 else list(self._open))
+            item = dict(self._open.pop(number), state="closed", closed_at=_iso(now), updated_at=_iso(now),
+                        state_reason="completed")
+            if "pull_request" in item:
+                item["state_reason"] = None
+                item["pull_request"] = dict(item["pull_request"], merged_at=_iso(now))
+            self.events.append((now, "close", number))
+            return [item], []
+        number = self.rng.choice(list(self._open))
+        item = dict(self._open[number], updated_at=_iso(now), comments=int(self._open[number].get("comments", 0)) + 1)
+        self._open[number] = item
+        comment = self._new_comment(item, now)
+        self.events.append((now, "comment", number))
+        return [item], [comment]
+
+    def _new_item(self, now: float) -> dict:
+        template = self._templates[self._next_template % len(self._templates)]
+        self._next_template += 1
+        number, item_id = self._next_number, self._next_id
+        self._next_number += 1
+        self._next_id += self.rng.randrange(1, 7)
+        api = f"https://api.github.com/repos/{self.repo}/issues/{number}"
+        html = f"https://github.com/{self.repo}/{'pull' if 'pull_request' in template else 'issues'}/{number}"
+        item = dict(template, id=item_id, number=number, node_id=f"I_simlive{item_id}", url=api, html_url=html,
+                    labels_url=f"{api}/labels{{/name}}", comments_url=f"{api}/comments", events_url=f"{api}/events",
+                    timeline_url=f"{api}/timeline", created_at=_iso(now), updated_at=_iso(now), closed_at=None,
+                    state="open", state_reason=None, comments=0, assignee=None, assignees=[],
+                    labels=[lab for lab in template["labels"] if lab["name"] in ("dependencies", "needs-info")],
+                    reactions=dict(template["reactions"], url=f"{api}/reactions", total_count=0))
+        item["reactions"]["+1"] = 0
+        if "pull_request" in template:
+            item["pull_request"] = dict(template["pull_request"], url=f"https://api.github.com/repos/{self.repo}/pulls/"
+                                        f"{number}", html_url=html, diff_url=f"{html}.diff", patch_url=f"{html}.patch",
+                                        merged_at=None)
+        return item
+
+    def _new_comment(self, item: dict, now: float) -> dict:
+        cid = self._next_comment_id
+        self._next_comment_id += self.rng.randrange(1, 4)
+        user = self.rng.choice([item["user"], *[t["user"] for t in self._templates[:20]]])
+        return {
+            "url": f"https://api.github.com/repos/{self.repo}/issues/comments/{cid}",
+            "html_url": f"{item['html_url']}#issuecomment-{cid}", "issue_url": item["url"], "id": cid,
+            "node_id": f"IC_simlive{cid}", "user": dict(user), "created_at": _iso(now), "updated_at": _iso(now),
+            "author_association": "NONE",
+            "body": self.rng.choice(["Thanks for the report.", "I can reproduce this.", "Any update on this?",
+                                     "Could you try the latest release?", "+1", "Working on a fix."]),
+            "reactions": {"url": f"https://api.github.com/repos/{self.repo}/issues/comments/{cid}/reactions",
+                          "total_count": 0, "+1": 0, "-1": 0, "laugh": 0, "hooray": 0, "confused": 0, "heart": 0,
+                          "rocket": 0, "eyes": 0},
+            "performed_via_github_app": None, "_meta": {"simulated": True},
+        }

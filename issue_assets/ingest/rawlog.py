@@ -14,6 +14,7 @@ record:
     cursor       newest updated_at an open-ended sync has stored, contiguous from the beginning
     checkpoints  {window: ISO time}: how far an unfinished window sweep has stored
     refetch      set by repair: the next incremental sync re-reads from there without validators
+    swept_at     when the last sweep of this kind finished
 
 Data and the cursor or checkpoint that covers it are committed together, so the cursor can never move
 past a version the log does not hold. A lake written before this format (format 1: month files read,

@@ -250,7 +250,9 @@ def _finish(rawlog: RawLog, window: str, start: datetime | None, end: datetime |
     cursor_moved = {}
 
     def change(doc: dict, work) -> bool:
-        changed = doc["checkpoints"].pop(window, None) is not None
+        doc["checkpoints"].pop(window, None)
+        doc["swept_at"] = iso(datetime.now(UTC))  # when the repository was last swept (`issue-assets status`)
+        changed = True
         prev = parse_time(doc.get("cursor"))
         contiguous = start is None or (prev is not None and start <= prev)
         if max_seen is not None and contiguous and (prev is None or max_seen > prev):
@@ -294,16 +296,19 @@ def cursor(store: ObjectStore, repo: str, kind: str) -> datetime | None:
     return parse_time(RawLog(store, kind, repo).manifest().get("cursor"))
 
 
-def sync_incremental(client, store: ObjectStore, repo: str, kind: str, **kwargs) -> SyncResult:
-    """Everything updated since the stored cursor (the whole history on the first call). After a
-    repair dropped a damaged part, from where it marked, without validators."""
+def sync_incremental(client, store: ObjectStore, repo: str, kind: str, *, lookback: timedelta = timedelta(0),
+                     **kwargs) -> SyncResult:
+    """Everything updated since the stored cursor (less `lookback`: items GitHub listed late), the whole
+    history on the first call. After a repair dropped a damaged part, from where it marked, without
+    validators."""
     doc = RawLog(store, kind, repo).manifest()
     refetch = doc.get("refetch")
     if refetch is not None:
         start = None if refetch == "beginning" else parse_time(refetch)
         log.warning("%s %s: re-reading from %s without cached validators (marked by repair)", repo, kind, refetch)
         return sync_window(client, store, repo, kind, start, None, **{**kwargs, "full": True})
-    return sync_window(client, store, repo, kind, parse_time(doc.get("cursor")), None, **kwargs)
+    start = parse_time(doc.get("cursor"))
+    return sync_window(client, store, repo, kind, start - lookback if start else None, None, **kwargs)
 
 
 def day_bounds(day: str) -> tuple[datetime, datetime]:

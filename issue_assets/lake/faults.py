@@ -13,6 +13,8 @@ import contextlib
 import os
 import sys
 
+from issue_assets import config
+
 CRASH_AT = "ISSUE_ASSETS_CRASH_AT"
 CRASH_LOG = "ISSUE_ASSETS_CRASH_LOG"
 CRASH_EXIT = 86
@@ -21,7 +23,7 @@ _writes = 0
 
 
 def _spec() -> tuple[int, str] | None:
-    raw = os.environ.get(CRASH_AT)
+    raw = config.env(CRASH_AT)
     if not raw:
         return None
     number, _, when = raw.partition(":")
@@ -45,7 +47,7 @@ def writes() -> int:
 def write_point(op: str, key: str):
     """Wrap one store write: counts it, logs it, and kills the process there when asked to."""
     global _writes
-    log = os.environ.get(CRASH_LOG)
+    log = config.env(CRASH_LOG)
     spec = _spec()
     if spec is None and not log:
         yield

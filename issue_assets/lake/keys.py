@@ -52,6 +52,11 @@ def tuning_key(as_of: str) -> str:
     return f"tuning/{as_of}.json"
 
 
+def tuning_history_key(as_of: str) -> str:
+    """The Optuna history plot of the as-of study (also stored with the version it produced)."""
+    return f"tuning/{as_of}.history.png"
+
+
 def candidate_key(as_of: str) -> str:
     return f"candidates/{as_of}.json"
 

@@ -48,7 +48,9 @@ class DamagedFile(StoreError):
         self.location = location
         self.reason = reason
         self.remedy = remedy or "issue-assets repair"
-        super().__init__(f"{what} {location} is damaged ({reason}); run `{self.remedy}`")
+        # a command is shown as one to run; any other remedy is a sentence of its own
+        way_out = f"run `{self.remedy}`" if self.remedy.startswith("issue-assets ") else self.remedy
+        super().__init__(f"{what} {location} is damaged ({reason}); {way_out}")
 
 
 class ObjectStore(Protocol):

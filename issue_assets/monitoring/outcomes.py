@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from issue_assets.features.compute import AGES_HOURS
+from issue_assets.features.catalog import AGES_HOURS
 from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, label_times
 from issue_assets.modeling.evaluation import evaluate
 from issue_assets.modeling.plots import reliability

@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,9 @@ import issue_assets
 from issue_assets import config
 from issue_assets.lake.documents import seal, unseal
 from issue_assets.lake.store import DamagedFile, KeyNotFound, ObjectStore, StoreError, open_store
-from issue_assets.modeling.training import TrainedModel
+
+if TYPE_CHECKING:  # imported where a model is loaded: xgboost and scikit-learn cost seconds at start-up
+    from issue_assets.modeling.training import TrainedModel
 
 PREFIX = "models"
 POINTER = f"{PREFIX}/champion.json"
@@ -354,6 +356,8 @@ class ModelRegistry:
             raise RegistryError(f"{cal_key} is missing from {self.store.uri}; run `{REPAIR}`") from None
         if meta.get("calibration_sha256") and sha256(calibration) != meta["calibration_sha256"]:
             raise self._damaged(cal_key, "does not match its recorded sha256")
+        from issue_assets.modeling.training import TrainedModel
+
         try:
             return TrainedModel.load(model_json, calibration, version=version)
         except Exception as exc:  # xgboost raises its own error types for a bad model
@@ -423,6 +427,8 @@ class ModelRegistry:
         meta = self.get_metadata(version)
         model_sha = meta.get("model_sha256")
         data = self._model_bytes(version, model_sha)
+        from issue_assets.modeling.training import TrainedModel
+
         try:
             TrainedModel.load(data, None)
         except Exception as exc:

@@ -41,3 +41,8 @@ def write_report(registry: ModelRegistry, version: str) -> str:
     key = report_key(version)
     registry.store.put_bytes(key, report_html(registry, version).encode("utf-8"))
     return key
+
+
+def write_reports(registry: ModelRegistry, versions) -> list[str]:
+    """`write_report` for each named version (None skipped): what callers run after a state change."""
+    return [write_report(registry, v) for v in dict.fromkeys(v for v in versions if v)]

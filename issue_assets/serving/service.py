@@ -1,7 +1,7 @@
 """The HTTP prediction service: FastAPI over the shared scoring path (`scoring.predict`).
 
-Routes: POST /predict; GET /repos/{owner}/{repo}/issues/{number}/prediction (fetched through the
-GitHub client); GET /repos/{owner}/{repo}/predictions[.csv]?days=N (the latest batch) or ?numbers=1,2,3
+Routes: POST /predict; GET /repos/{owner}/{repo}/issues/{number}/prediction (fetched from the
+repository's source, `ingest.sources`); GET /repos/{owner}/{repo}/predictions[.csv]?days=N (the latest batch) or ?numbers=1,2,3
 (those issues scored now, at most 100: the lake's rows, the others fetched from the source); GET /model;
 GET /models/champion and /models/{version} (the model report, HTML); GET /healthz; GET /metrics
 (Prometheus text); /docs and /redoc (served from fastapi-offline's bundled assets: no CDN).
@@ -306,8 +306,20 @@ class _BodyLimitAndMetrics:
         await response({"type": "http"}, None, send)
 
 
-def _default_client_factory():
-    return GitHubClient(config.api_url(), config.github_token(), max_retries=2, timeout=10.0)
+def _source_client_factory(lake_store: ObjectStore):
+    """Clients for a repository's own source (its binding in the lake: GitHub, GHE or a replay server),
+    with only the token meant for that API; no validator cache (a single GET is answered whole)."""
+    from issue_assets.ingest.sources import SourceError, source_of
+
+    def client(repo: str) -> GitHubClient:
+        try:
+            source = source_of(repo, lake_store)
+        except SourceError as exc:
+            raise HTTPException(404, f"{repo} has no source: {exc} (issue-assets repos add {repo} --api-url URL)") \
+                from None
+        return GitHubClient(source.api_url, source.token(), max_retries=2, timeout=10.0)
+
+    return client
 
 
 def warm(model) -> None:
@@ -326,7 +338,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
     Every probability it serves is appended to the lake's served-prediction log by a background writer
     (flushed every `served_flush_s` seconds and at shutdown), off the request path."""
     metrics = Metrics()
-    client_factory = github_client_factory or _default_client_factory
+    client_factory = github_client_factory or _source_client_factory(lake_store)
 
     def on_swap(champion: Champion) -> None:
         if metrics.model_version is not None:
@@ -451,13 +463,14 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
     @app.get("/repos/{owner}/{repo}/issues/{number}/prediction", response_model=IssuePrediction, responses=ERRORS)
     def fetched_issue_prediction(owner: str, repo: str, number: int, top_k: int = Query(5, ge=0, le=50),
                                  include_features: bool = False) -> dict:
-        """Fetch the issue through the GitHub API (GITHUB_API_URL), then score it now (or report it decided)."""
+        """Fetch the issue from the repository's source (its API binding), then score it now (or report it
+        decided)."""
         full = f"{owner}/{repo}"
         if number <= 0:
             raise HTTPException(422, f"issue number must be positive, got {number}")
         current = champion()
         events = history(full)
-        client = client_factory()
+        client = client_factory(full)
         try:
             parsed = fetch(client, full, number)
         finally:
@@ -481,7 +494,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
         missing = [n for n in numbers if n not in set(stored["number"].astype(int)) and n not in pulls]
         fetched, not_found = [], []
         if missing:
-            client = client_factory()
+            client = client_factory(full)
             try:
                 for number in missing:
                     item = fetch(client, full, number)
