@@ -255,7 +255,8 @@ def describe_ingest(step: StepResult) -> str:
 def describe_refresh(step: StepResult) -> str:
     i, f = step.meta("issues"), step.meta("issue_features")
     return (f"{_n(i.get('rows', 0))} items current ({_n(i.get('pull_requests', 0))} pull requests); features of "
-            f"{_n(f.get('rows', 0))} issues, {_n(f.get('recomputed_rows', 0))} computed ({f.get('mode', '?')})")
+            f"{_n(f.get('issues', 0))} issues at ages 0/6/24/72 h while open ({_n(f.get('rows', 0))} rows, "
+            f"{_n(f.get('recomputed_rows', 0))} computed, {f.get('mode', '?')})")
 
 
 def describe_training(step: StepResult) -> str:
@@ -263,7 +264,7 @@ def describe_training(step: StepResult) -> str:
     auc = c.get("test_auc")
     decision = "PROMOTED" if d.get("promoted") else "champion kept"
     return (f"{_n(t.get('rows', 0))} labelled rows; {_n(p.get('trials_completed', 0))} trials completed, "
-            f"{_n(p.get('trials_pruned', 0))} pruned; candidate {c.get('version')} test ROC AUC "
+            f"{_n(p.get('trials_pruned', 0))} pruned; candidate {c.get('version')} test ROC AUC at age 0 "
             f"{auc:.4f}; {decision}" if isinstance(auc, float) else f"candidate {c.get('version')}; {decision}")
 
 

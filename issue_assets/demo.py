@@ -114,7 +114,9 @@ def summary_lines(summary: dict) -> list[str]:
     meta = registry.get_metadata(version)
     metrics, refs = meta.get("metrics", {}), meta.get("reference_metrics", {})
     leaky = ", ".join(f.name for f in REFERENCE_FEATURES if "leak" in f.description)
-    lines.append(f"  model       {version}: test ROC AUC {metrics.get('roc_auc', float('nan')):.4f} vs base rate "
+    age0 = (meta.get("metrics_by_age") or {}).get("0", {}).get("roc_auc")
+    lines.append(f"  model       {version}: test ROC AUC {metrics.get('roc_auc', float('nan')):.4f} over every age "
+                 + (f"({age0:.4f} at age 0) " if isinstance(age0, float) else "") + "vs base rate "
                  f"{refs.get('base_rate', {}).get('roc_auc', float('nan')):.4f} and older projects' features "
                  f"{refs.get('older_projects', {}).get('roc_auc', float('nan')):.4f} (LEAKY: {leaky} are read long "
                  "after the issue was opened)")
