@@ -104,8 +104,8 @@ def repositories(ctx: Context) -> dict:
         scored = None
         try:
             batch = read_parquet(ctx.store, keys.prediction_keys(repo, "latest")["parquet_latest"],
-                                 columns=["model_version", "scoring_time"])
-            scored = {"rows": len(batch),
+                                 columns=["model_version", "scoring_time", "status"])
+            scored = {"rows": len(batch), "scored": int((batch["status"] == "scored").sum()),
                       "model_version": str(batch["model_version"].iloc[0]) if len(batch) else None,
                       "scoring_time": iso(batch["scoring_time"].iloc[0].to_pydatetime()) if len(batch) else None}
         except KeyNotFound:
@@ -137,7 +137,7 @@ def model(ctx: Context) -> dict:
     decisions = [e for e in registry.history() if e.get("event") in ("decision", "promoted", "rolled_back")]
     return {
         "champion": champion, "as_of": meta.get("as_of"), "cutoff": cutoff,
-        "test_roc_auc": (meta.get("metrics") or {}).get("roc_auc"),
+        "test_roc_auc": (meta.get("metrics") or {}).get("test_auc", (meta.get("metrics") or {}).get("roc_auc")),
         "new_labels": {"since": cutoff, "count": count.total, "by_repo": count.by_repo,
                        "threshold": config.retrain_threshold(), "missing_features": count.missing},
         "versions": len(registry.list_versions()),
@@ -227,7 +227,8 @@ def format_lake(status: dict) -> list[str]:
                   f"{r['newest_item'] or '-'}",
                   f"  open         {r['open']}: {r['pull_requests']} pull requests, {r['in_window']} issues inside "
                   f"their 7-day window, {r['decided']} decided (open past it)",
-                  "  predictions  " + (f"{pred['rows']} rows by {pred['model_version']} at {pred['scoring_time']}"
+                  "  predictions  " + (f"{pred['rows']} rows ({pred['scored']} scored, {pred['rows'] - pred['scored']} decided) "
+                                       f"by {pred['model_version']} at {pred['scoring_time']}"
                                        if pred else "none yet")]
         live = r.get("live")
         if live is None:
@@ -236,11 +237,13 @@ def format_lake(status: dict) -> list[str]:
             lines.append(f"  live         {live['model_version'] or '-'}: ROC AUC {_auc(live['roc_auc'])}, calibration "
                          f"error {_auc(live['calibration_error'])} on {live['n']} served predictions with known "
                          f"outcomes ({live['served']} served in all)"
-                         + (f"; drifted: {', '.join(live['drifted'])}" if live["drifted"] else ""))
+                         + (f"; drifted: {', '.join(live['drifted'][:5])}"
+                            + (f" and {len(live['drifted']) - 5} more" if len(live["drifted"]) > 5 else "")
+                            if live["drifted"] else ""))
     m = status["model"]
     n = m["new_labels"]
     lines.append(f"champion       {m['champion'] or 'none yet'}" +
-                 (f" (as of {m['as_of']}, test ROC AUC {_auc(m['test_roc_auc'])})" if m["champion"] else "") +
+                 (f" (as of {m['as_of']}, test ROC AUC at age 0 {_auc(m['test_roc_auc'])})" if m["champion"] else "") +
                  f"; {m['versions']} versions registered")
     lines.append(f"new labels     {n['count']} of {n['threshold']} (RETRAIN_THRESHOLD) "
                  + (f"since the champion's cutoff {n['since']}" if n["since"] else "with no champion yet"))

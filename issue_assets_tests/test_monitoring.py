@@ -214,13 +214,17 @@ def test_evaluate_repository_summarises_live_quality_drift_and_says_when_to_retr
         "repo": REPO, "id": np.arange(2000), "split": "train", "body_length": rng.lognormal(5.0, 1, 2000)}))
     live = evaluate_repository(store, REPO, issues, T0 + pd.Timedelta(days=70), champion="v0002-b",
                                champion_metadata={"as_of": "2025-03-01", "metrics": {"roc_auc": 0.71}},
-                               feature_names=["body_length", "comments_so_far"], drift_days=90)
+                               feature_names=["body_length", "comments_so_far", "repo_age_days"], drift_days=90)
     s = read_summary(store, REPO)
     assert s == live.summary and s["served"] == 2 * n and s["with_outcome"] == 2 * n
     by_model = {r["model_version"]: r["roc_auc"] for r in s["by_model_version"]}
     assert by_model["v0001-a"] > 0.85 and abs(by_model["v0002-b"] - 0.5) < 0.1
     assert s["champion_live"]["n"] == n and s["champion_test_roc_auc"] == 0.71
     assert s["drift"]["computed"] and s["drift"]["drifted"] == ["body_length"]
+    assert "repo_age_days" not in {r["feature"] for r in s["drift"]["top"]}  # grows with time by definition
+    few = evaluate_repository(store, REPO, issues, T0 + pd.Timedelta(days=70), champion="v0002-b",
+                              champion_metadata={"as_of": "2025-03-01"}, feature_names=["body_length"], drift_days=1)
+    assert not few.summary["drift"]["computed"] and "(drift is judged from 100)" in few.summary["drift"]["reason"]
     assert png_text(live.plots["live_quality.png"])["Description"].startswith("live ROC AUC; live Brier score")
     assert "live_calibration.png" in live.plots
     reason = degradation(s, auc_threshold=0.6, calibration_bound=0.5, min_outcomes=100)

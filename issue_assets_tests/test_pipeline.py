@@ -155,7 +155,7 @@ def test_status_reports_what_the_lake_registry_and_instance_hold(pipeline_home):
     registry = ModelRegistry(LocalStore(home / "registry"))
     model_status = result["model"]
     assert model_status["champion"] == registry.champion()
-    assert model_status["test_roc_auc"] == registry.get_metadata(registry.champion())["metrics"]["roc_auc"]
+    assert model_status["test_roc_auc"] == registry.get_metadata(registry.champion())["metrics"]["test_auc"]  # age 0
     assert model_status["new_labels"]["threshold"] == 200
     assert model_status["last_decisions"] and model_status["last_decisions"][0]["event"] == "promoted"
     assert set(result["freshness"]) == set(status.WATCHED)

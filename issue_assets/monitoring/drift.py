@@ -6,7 +6,7 @@ Kolmogorov–Smirnov test on the present values (scipy). PSI reads as usual: < 0
 moderate, > 0.25 a shift worth acting on.
 
 Public API:
-    PSI_WARN = 0.25
+    PSI_WARN = 0.25; MIN_RECENT_ROWS = 100; NOT_COMPARABLE (features left out, and why)
     psi(reference, recent, bins=10) -> float | None
     drift_table(reference: DataFrame, recent: DataFrame, features) -> DataFrame
         feature, psi, ks_statistic, ks_pvalue, n_reference, n_recent, missing_reference, missing_recent;
@@ -20,6 +20,12 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 PSI_WARN = 0.25
+#: fewer served rows than this and a PSI over 11 bins is mostly sampling noise: drift is not judged
+MIN_RECENT_ROWS = 100
+#: features that differ between a training window and recent serving by construction, not by drift:
+#: a repository only grows older, and training rows sit at the fixed ages 0/6/24/72 h while served
+#: predictions are at any age inside the window
+NOT_COMPARABLE = frozenset({"repo_age_days", "hours_observed"})
 _EPS = 1e-4
 
 

@@ -20,7 +20,7 @@ from issue_assets.lake.documents import read_json, write_json
 from issue_assets.lake.keys import outcomes_joined_key, outcomes_summary_key, training_set_key
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet, write_parquet
 from issue_assets.modeling.plots import live_calibration_png, live_quality_png
-from issue_assets.monitoring.drift import PSI_WARN, drift_table
+from issue_assets.monitoring.drift import MIN_RECENT_ROWS, NOT_COMPARABLE, PSI_WARN, drift_table
 from issue_assets.monitoring.outcomes import calibration_table, join_outcomes, quality, quality_by
 from issue_assets.monitoring.served import read_served
 
@@ -55,7 +55,8 @@ def evaluate_repository(store: ObjectStore, repo: str, issues: pd.DataFrame, now
     joined = join_outcomes(served, issues, now)
     by_champion = joined.loc[joined["model_version"] == champion] if champion else joined.iloc[0:0]
     meta = champion_metadata or {}
-    test_auc = (meta.get("metrics") or {}).get("roc_auc")
+    metrics = meta.get("metrics") or {}
+    test_auc = metrics.get("test_auc", metrics.get("roc_auc"))  # at age 0 where the version has ages
     summary = {
         "repo": repo, "computed_at": now.isoformat(), "served": int(len(served)),
         "served_issues": int(served["id"].nunique()) if len(served) else 0,
@@ -70,12 +71,13 @@ def evaluate_repository(store: ObjectStore, repo: str, issues: pd.DataFrame, now
     if champion:
         recent = recent.loc[recent["model_version"] == champion]
     reference = _reference_features(store, repo, meta.get("as_of"))
-    present = [n for n in feature_names if f"f_{n}" in recent.columns]
-    if reference is None or not len(recent) or not present:
+    present = [n for n in feature_names if f"f_{n}" in recent.columns and n not in NOT_COMPARABLE]
+    if reference is None or len(recent) < MIN_RECENT_ROWS or not present:
         drift = pd.DataFrame(columns=["feature", "psi", "ks_statistic", "ks_pvalue"])
         summary["drift"] = {"computed": False, "reason": (
             "no training set of the champion's as-of day holds this repository" if reference is None
-            else f"no prediction served by the champion in the last {drift_days:g} days")}
+            else f"{len(recent)} predictions served by the champion in the last {drift_days:g} days (drift is "
+                 f"judged from {MIN_RECENT_ROWS})")}
     else:
         drift = drift_table(reference[present], recent[[f"f_{n}" for n in present]].set_axis(present, axis=1),
                             present)
