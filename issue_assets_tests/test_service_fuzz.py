@@ -31,6 +31,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from test_serving import BATCH_T, REPO, Pipeline, Service, just_opened
 
@@ -121,11 +122,12 @@ def check(call: Call, status: int, headers: dict[str, str], data: bytes) -> None
 
 
 def run_batch(port: int, calls: list[Call], probes: list[Call], stats: Counter, strict: bool = True) -> None:
-    """The calls, then the probes, over one keep-alive connection. Counts (route, status) and failures in
-    `stats`; strict: the first failure raises (a test), else it is counted and the batch goes on (the bench)."""
+    """The calls, then the probes, over one keep-alive connection. Counts (route, status) of the calls,
+    ("probe", status) of the probes and failures in `stats`; strict: the first failure raises (a test), else it
+    is counted and the batch goes on (the bench)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        for call in [*calls, *probes]:
+        for k, call in enumerate([*calls, *probes]):
             try:
                 status, headers, data = send(conn, call)
             except (OSError, http.client.BadStatusLine, http.client.IncompleteRead) as exc:  # not a client-side error
@@ -137,7 +139,7 @@ def run_batch(port: int, calls: list[Call], probes: list[Call], stats: Counter, 
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
                 continue
-            stats[(call.route, status)] += 1
+            stats[(call.route if k < len(calls) else "probe", status)] += 1
             try:
                 check(call, status, headers, data)
             except Broken as failure:
@@ -414,8 +416,8 @@ class World:
         pulls = [i["number"] for i in p.items if "pull_request" in i]
         self.numbers = [stored[-1], stored[0], pulls[0], max(i["number"] for i in p.items) + 1]
 
-    def openapi(self, app) -> None:
-        spec = app.openapi()
+    def openapi(self, spec: dict) -> None:
+        """Read the service's OpenAPI document (`app.openapi()`, or /openapi.json as served)."""
         self.components = spec["components"]["schemas"]
         self.request_schema = self.components["PredictRequest"]
         self.paths = spec["paths"]
@@ -425,13 +427,42 @@ class World:
             self.fields_by_kind.setdefault(kind_of(schema, self.components), []).append((path, schema))
 
 
+def documented_rules(body: dict) -> dict:
+    """The body made to follow what the schema's descriptions say and JSON Schema cannot: the repository with a
+    history, exactly one of `issue`/`issues`, a scoring time an hour after the latest creation (when the times
+    are in range), so that generated bodies reach the scoring path."""
+    body = {**body, "repository": REPO}
+    if body.get("issue") is not None and body.get("issues"):
+        del body["issues"]
+    items = [body["issue"]] if body.get("issue") is not None else body.get("issues") or []
+    try:
+        created = [datetime.fromisoformat(i["created_at"]) for i in items]
+        created = [c if c.tzinfo else c.replace(tzinfo=UTC) for c in created]
+        latest = max(created) + timedelta(hours=1)
+        if created and all(SCHEMA_TIME_RANGE[0] <= c.replace(tzinfo=None) - c.utcoffset() for c in created) \
+                and latest.astimezone(UTC).year < 2200:
+            body["scoring_time"] = latest.isoformat()
+    except (ValueError, OverflowError, TypeError, KeyError):
+        pass
+    return body
+
+
 def bodies_from_schema(world: World):
-    """POST /predict bodies generated from the OpenAPI schema (half of them for the repository with a history,
-    so they reach the scoring path)."""
-    body = from_schema(world.request_schema, world.components)
-    return st.tuples(body, st.booleans()).map(
-        lambda t: Call("POST", "/predict", "/predict", encode({**t[0], "repository": REPO} if t[1] else t[0]),
-                       "application/json"))
+    """POST /predict bodies generated from the OpenAPI schema, half of them made to follow the documented rules
+    (given an `issue` from the GitHubIssue schema when they have none)."""
+    bodies = from_schema(world.request_schema, world.components)
+    issues = from_schema(world.components["GitHubIssue"], world.components)
+
+    @st.composite
+    def build(draw):
+        body = draw(bodies)
+        if draw(st.booleans()):
+            if body.get("issue") is None and not body.get("issues"):
+                body["issue"] = draw(issues)
+            body = documented_rules(body)
+        return Call("POST", "/predict", "/predict", encode(body), "application/json")
+
+    return build()
 
 
 def bodies_with_one_odd_field(world: World):
@@ -508,7 +539,7 @@ def raw_bodies(world: World):
                      body, st.sampled_from(CONTENT_TYPES), st.booleans())
 
 
-SEGMENT_EDGES = ["acme", "widgets", ".", "..", "a" * 300, "%2F", "%00", "%ff", "%ED%A0%80", "%", "%zz", "x%20y",
+SEGMENT_EDGES = ["acme", "widgets", ".", "..", "a" * 39, "a" * 40, "a" * 100, "a" * 101, "a" * 300, "acme%0A", "%2F", "%00", "%ff", "%ED%A0%80", "%", "%zz", "x%20y",
                  "-", "_", "a.b", "acme%2Fwidgets", "%C0%AE%C0%AE", "~"]
 
 
@@ -577,7 +608,7 @@ def fuzz(tmp_path_factory):
     replay = ReplayServer(p.items, p.comment_items).start()
     app = create_app(p.registry, p.lake, github_client_factory=lambda: GitHubClient(replay.url, max_retries=0),
                      max_body_bytes=MAX_BODY, max_batch=40, reload_interval_s=60)
-    world.openapi(app)
+    world.openapi(app.openapi())
     world.app = app
     service = Service(app)
     world.port = service.port
@@ -586,21 +617,30 @@ def fuzz(tmp_path_factory):
     replay.stop()
 
 
-def fuzz_settings(examples: int):
-    return settings(max_examples=examples, derandomize=True, database=None, deadline=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example, HealthCheck.filter_too_much])
+#: what each fuzz generates (the tests run each; bench/bench_fuzz.py runs them longer)
+CATEGORIES = {
+    "POST /predict, bodies from the OpenAPI schema": bodies_from_schema,
+    "POST /predict, a valid body with one odd field": bodies_with_one_odd_field,
+    "POST /predict, raw bodies and content types": raw_bodies,
+    "GET routes, odd path and query parameters (and methods)": get_calls,
+}
 
 
-def drive(world: World, strategy, examples: int, max_calls: int = 6) -> Counter:
+def drive(world: World, strategy, examples: int, max_calls: int = 6, strict: bool = True,
+          seed: int | None = None) -> Counter:
+    """`examples` batches of up to `max_calls` requests: derandomized (CI: the same requests every run), or
+    from `seed`; strict: stop at the first failure and shrink it (a test), else count failures (the bench)."""
     stats: Counter = Counter()
 
-    @fuzz_settings(examples)
+    @settings(max_examples=examples, derandomize=seed is None, database=None, deadline=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.large_base_example, HealthCheck.filter_too_much])
     @given(calls=st.lists(strategy, min_size=1, max_size=max_calls))
     def batch(calls):
-        run_batch(world.port, calls, [world.valid, world.health], stats)
+        stats["examples"] += 1
+        run_batch(world.port, calls, [world.valid, world.health], stats, strict)
 
-    batch()
+    (batch if seed is None else hypothesis_seed(seed)(batch))()
     return stats
 
 
@@ -645,6 +685,25 @@ def test_failure_4_out_of_range_fields_are_a_422_naming_them(fuzz, field, value)
         assert "connection" not in headers
         again = send(conn, fuzz.valid)
         assert again[0] == 200 and _strict_json(again[2])["count"] == 1
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("target", [
+    f"/repos/{'a' * 300}/widgets/predictions", f"/repos/acme/{'b' * 101}/predictions.csv",
+    f"/repos/{'a' * 40}/widgets/issues/1/prediction", "/repos/acme%0A/widgets/predictions",
+])
+def test_repository_names_past_githubs_limits_are_a_422(fuzz, target):
+    """Owner up to 39 characters, name up to 100 (GitHub's): longer ones made lake keys no file system
+    accepts (a 500 'File name too long' found by bench_fuzz), a newline slipped through a `$` pattern."""
+    conn = http.client.HTTPConnection("127.0.0.1", fuzz.port, timeout=60)
+    try:
+        status, _, data = send(conn, Call("GET", target, "repos"))
+        assert status == 422 and "repository must look like OWNER/NAME" in _strict_json(data)["detail"], data
+        body = {**fuzz.bases[0], "repository": f"{'a' * 40}/widgets"}
+        status, _, data = send(conn, Call("POST", "/predict", "/predict", encode(body), "application/json"))
+        assert status == 422 and "repository" in _strict_json(data)["detail"], data
+        assert send(conn, fuzz.valid)[0] == 200
     finally:
         conn.close()
 
@@ -722,23 +781,23 @@ def test_scoring_times_across_the_range_share_the_text_models(fuzz):
 
 
 def test_fuzz_bodies_from_the_openapi_schema(fuzz):
-    stats = drive(fuzz, bodies_from_schema(fuzz), examples=100)
+    stats = drive(fuzz, bodies_from_schema(fuzz), examples=200)
     seen = statuses(stats, "/predict")
     assert {200, 404, 422} <= seen, stats  # the scoring path, an unknown repository and field errors reached
 
 
 def test_fuzz_one_odd_field_in_a_valid_body(fuzz):
-    stats = drive(fuzz, bodies_with_one_odd_field(fuzz), examples=600)
+    stats = drive(fuzz, bodies_with_one_odd_field(fuzz), examples=800)
     assert {200, 413, 422} <= statuses(stats, "/predict"), stats
 
 
 def test_fuzz_raw_bodies_and_content_types(fuzz):
-    stats = drive(fuzz, raw_bodies(fuzz), examples=150)
+    stats = drive(fuzz, raw_bodies(fuzz), examples=250)
     assert {400, 413, 415, 422} <= statuses(stats, "/predict"), stats
 
 
 def test_fuzz_get_routes_parameters(fuzz):
-    stats = drive(fuzz, get_calls(fuzz), examples=200)
+    stats = drive(fuzz, get_calls(fuzz), examples=300)
     routes = {key[0] for key in stats if isinstance(key, tuple)}
     assert {"/repos/{owner}/{repo}/issues/{number}/prediction", "/repos/{owner}/{repo}/predictions",
             "/repos/{owner}/{repo}/predictions.csv", "/model", "/healthz", "/metrics"} <= routes, stats

@@ -34,8 +34,8 @@ from pydantic_core import PydanticCustomError
 
 from issue_assets.features.catalog import PREDICTION_MEANING
 from issue_assets.features.store import ISSUE_BITS, USER_BITS
+from issue_assets.lake.keys import REPOSITORY_PATTERN
 
-REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 ISSUE_KEY_LIMIT = ISSUE_BITS  # ids and numbers: 1 <= n < 2**40 (the store's packed (repository, issue) key)
 USER_ID_LIMIT = USER_BITS // 2  # user ids: 1 <= n < 2**39 (the upper half codes users known by login only)
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
