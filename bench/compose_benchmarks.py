@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-ORDER = ["INGEST", "FEATURES", "MODELING", "QUALITY", "SERVING", "AUTOMATION", "RELIABILITY"]
+ORDER = ["INGEST", "FEATURES", "MODELING", "QUALITY", "SERVING", "AUTOMATION", "RELIABILITY", "FUZZ"]
 HEADER = """# Benchmarks
 
 Every figure below was measured on this project's machine (2 cores, shared with other work, so
