@@ -41,7 +41,7 @@ from issue_assets.serving.scoring import batch_open_issue_predictions, write_pre
 from issue_assets.serving.service import create_app
 
 MAX_BODY = 200_000
-SCHEMA_TIME_RANGE = (datetime(1970, 1, 1), datetime(2199, 12, 31, 23, 59, 59))
+DOCUMENTED_TIME_RANGE = (datetime(1970, 1, 1), datetime(2199, 12, 31, 23, 59, 59))
 
 
 # ---- requests and the properties every response must have -------------------------------------------------
@@ -103,7 +103,8 @@ def check(call: Call, status: int, headers: dict[str, str], data: bytes) -> None
         try:
             payload = _strict_json(data)
         except ValueError as exc:
-            raise Broken("body", f"{status} body is not strict JSON ({exc}) for {call.describe()}: {data[:200]!r}") from exc
+            raise Broken("body", f"{status} body is not strict JSON ({exc}) for {call.describe()}: "
+                                 f"{data[:200]!r}") from exc
         if not headers.get("content-type", "").startswith("application/json") or not isinstance(payload, dict) \
                 or not isinstance(payload.get("detail"), str) or not payload["detail"]:
             raise Broken("body", f"{status} is not JSON {{'detail': str}} for {call.describe()}: {data[:200]!r}")
@@ -170,8 +171,13 @@ ODD_TEXTS = st.one_of(
 )
 KEYS = st.one_of(st.text(max_size=12), st.sampled_from(["\ud800", "a\x00b", "id", "__proto__", "a" * 200, ""]))
 SCALARS = st.one_of(st.none(), st.booleans(), ODD_INTS, ODD_FLOATS, ODD_TEXTS)
-ANY_JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(KEYS, inner, max_size=3)), max_leaves=10)
+
+
+def containers(inner):
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3))
+
+
+ANY_JSON = st.recursive(SCALARS, containers, max_leaves=10)
 OFFSETS = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 
 
@@ -181,19 +187,22 @@ def iso(dt: datetime) -> str:
 
 ANY_DATETIMES = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59),
                              timezones=st.one_of(st.none(), st.just(UTC), OFFSETS))
-RANGE_DATETIMES = st.datetimes(min_value=SCHEMA_TIME_RANGE[0], max_value=SCHEMA_TIME_RANGE[1],
+RANGE_DATETIMES = st.datetimes(min_value=DOCUMENTED_TIME_RANGE[0], max_value=DOCUMENTED_TIME_RANGE[1],
                                timezones=st.one_of(st.none(), st.just(UTC), OFFSETS))
 EDGE_TIMES = ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+23:59", "1677-09-21T00:12:43.145224Z",
               "1677-09-21T00:12:43.145225Z", "1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00Z",
               "1970-01-01T00:30:00+01:00", "2199-12-31T23:59:59.999999Z", "2200-01-01T00:00:00Z",
-              "2199-12-31T23:00:00-01:00", "2262-04-11T23:47:16.854775Z", "2262-04-12T00:00:00Z", "2263-01-01T00:00:00Z",
+              "2199-12-31T23:00:00-01:00", "2262-04-11T23:47:16.854775Z", "2262-04-12T00:00:00Z",
+              "2263-01-01T00:00:00Z",
               "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "9999-12-31T23:59:59.999999+00:00",
               "2023-06-01", "2023-06-01T00:00:00", "2023-06-01T00:00:00+24:00", "2023-02-30T00:00:00Z",
               "2023-06-01T00:00:00.123456789Z", "2023-06-01 00:00:00Z", "20230601T000000Z", "yesterday", "",
               "2023-06-01T00:00:00Z\n", "+002023-06-01T00:00:00Z", "2023-W22-4"]
-EDGE_INSTANTS = [datetime(1, 1, 1), datetime(1677, 9, 21, 0, 12, 43, 145224), datetime(1969, 12, 31, 23, 59, 59, 999999),
-                 datetime(1970, 1, 1), datetime(2199, 12, 31, 23, 59, 59, 999999), datetime(2200, 1, 1),
-                 datetime(2262, 4, 11, 23, 47, 16, 854775), datetime(2262, 4, 12), datetime(9999, 12, 31, 23, 59, 59, 999999)]
+EDGE_INSTANTS = [datetime(1, 1, 1), datetime(1677, 9, 21, 0, 12, 43, 145224),
+                 datetime(1969, 12, 31, 23, 59, 59, 999999), datetime(1970, 1, 1),
+                 datetime(2199, 12, 31, 23, 59, 59, 999999), datetime(2200, 1, 1),
+                 datetime(2262, 4, 11, 23, 47, 16, 854775), datetime(2262, 4, 12),
+                 datetime(9999, 12, 31, 23, 59, 59, 999999)]
 EDGE_ZONES = [None, UTC, timezone(timedelta(hours=23, minutes=59)), timezone(-timedelta(hours=23, minutes=59)),
               timezone(timedelta(hours=1)), timezone(-timedelta(hours=1))]
 EDGE_INSTANTS_IN_ZONES = st.builds(lambda at, zone: at.replace(tzinfo=zone).isoformat(),
@@ -203,7 +212,8 @@ EXTREME_TIMES = ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999999-23:59"
                  "2199-12-31T23:59:59.999999-00:01", "1677-09-21T00:12:43.145224+23:59",
                  "2262-04-11T23:47:16.854775-23:59", "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999"]
 ODD_TIMES = st.one_of(st.sampled_from(EXTREME_TIMES), EDGE_INSTANTS_IN_ZONES, st.sampled_from(EDGE_TIMES),
-                      ANY_DATETIMES.map(iso), RANGE_DATETIMES.map(iso), st.integers(min_value=-(2**40), max_value=2**40),
+                      ANY_DATETIMES.map(iso), RANGE_DATETIMES.map(iso),
+                      st.integers(min_value=-(2**40), max_value=2**40),
                       ODD_FLOATS)
 
 
@@ -439,7 +449,7 @@ def documented_rules(body: dict) -> dict:
         created = [datetime.fromisoformat(i["created_at"]) for i in items]
         created = [c if c.tzinfo else c.replace(tzinfo=UTC) for c in created]
         latest = max(created) + timedelta(hours=1)
-        if created and all(SCHEMA_TIME_RANGE[0] <= c.replace(tzinfo=None) - c.utcoffset() for c in created) \
+        if created and all(DOCUMENTED_TIME_RANGE[0] <= c.replace(tzinfo=None) - c.utcoffset() for c in created) \
                 and latest.astimezone(UTC).year < 2200:
             body["scoring_time"] = latest.isoformat()
     except (ValueError, OverflowError, TypeError, KeyError):
@@ -539,7 +549,8 @@ def raw_bodies(world: World):
                      body, st.sampled_from(CONTENT_TYPES), st.booleans())
 
 
-SEGMENT_EDGES = ["acme", "widgets", ".", "..", "a" * 39, "a" * 40, "a" * 100, "a" * 101, "a" * 300, "acme%0A", "%2F", "%00", "%ff", "%ED%A0%80", "%", "%zz", "x%20y",
+SEGMENT_EDGES = ["acme", "widgets", ".", "..", "a" * 39, "a" * 40, "a" * 100, "a" * 101, "a" * 300, "acme%0A", "%2F",
+                 "%00", "%ff", "%ED%A0%80", "%", "%zz", "x%20y",
                  "-", "_", "a.b", "acme%2Fwidgets", "%C0%AE%C0%AE", "~"]
 
 
