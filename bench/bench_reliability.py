@@ -257,7 +257,7 @@ def write(out: Path, sections: dict[str, Tally], args, began: str, load: str, se
         failures = [f"- {name}: {d}" for name, row in tally.rows.items() for d in row["details"][:3]]
         lines += ["", *(failures or ["No case failed."]), ""]
     lines += ["## All cases", "", f"{total['tried']} tried, {total['held']} held, {total['failed']} failed. "
-              "The fuzzed HTTP requests (5xx count) are measured by the serving benchmark.", ""]
+              "The fuzzed HTTP requests and their 5xx count: the next section (`bench/bench_fuzz.py`).", ""]
     notes = out.read_text().split("\n## Notes", 1) if out.exists() else []
     if len(notes) == 2:  # written by hand after a run: kept when the script rewrites the figures
         lines += ["## Notes" + notes[1].rstrip(), ""]

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-ORDER = ["INGEST", "FEATURES", "MODELING", "QUALITY", "SERVING", "PARTITIONING", "AUTOMATION", "SOAK", "RELIABILITY"]
+ORDER = ["INGEST", "FEATURES", "MODELING", "QUALITY", "SERVING", "PARTITIONING", "AUTOMATION", "SOAK", "RELIABILITY",
+         "FUZZ"]
 HEADER = """# Benchmarks
 
 Every figure below was measured on this project's machine (2 cores, shared with other work, so

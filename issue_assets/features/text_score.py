@@ -6,7 +6,8 @@ not at the data, so the model of a period is the same whatever later data exists
 score pass the time-travel test. Hashing is scikit-learn's HashingVectorizer analyzer and FeatureHasher (no
 vocabulary to fit), rows l2-normalised; the SGD
 model has a fixed seed and sees its documents in a canonical order (created_at, repo, id). Each period's
-model is fitted once (`TextScorer.model`) and serves every row of that period, one or a million.
+model is fitted once (`TextScorer.model`) and serves every row of that period, one or a million;
+periods whose known documents are the same share it.
 
 Public API:
     TextScoreConfig(period_days=60, n_features=2**18, max_train_rows=50_000, min_train_rows=50,
@@ -83,14 +84,17 @@ class TextScorer:
         # Documents ordered by when their label became known (then canonical order): a prefix per period.
         self._order = idx[np.argsort(known[idx], kind="stable")]
         self._known_sorted = known[self._order]
+        # keyed by the number of documents known at the period's start, which alone decides its training rows:
+        # periods with the same documents share one model, so the cache is bounded by the documents' history
+        # (not by the scoring times requests ask for: every period after the last label shares one model)
         self._models: dict[int, SGDClassifier | None] = {}
         self._lock = threading.Lock()
 
     def model(self, p0: int) -> SGDClassifier | None:
+        n = int(np.searchsorted(self._known_sorted, p0, side="right"))
         with self._lock:
-            if p0 not in self._models:
+            if n not in self._models:
                 c = self.config
-                n = int(np.searchsorted(self._known_sorted, p0, side="right"))
                 rows = np.sort(self._order[max(0, n - c.max_train_rows):n])
                 y = self.positive[rows]
                 model = None
@@ -98,8 +102,8 @@ class TextScorer:
                     model = SGDClassifier(loss="log_loss", alpha=c.alpha, max_iter=c.epochs, tol=None,
                                           random_state=0, shuffle=True)
                     model.fit(self.docs[rows], y)
-                self._models[p0] = model
-            return self._models[p0]
+                self._models[n] = model
+            return self._models[n]
 
     def scores(self, X, t_us) -> np.ndarray:
         starts = period_start(t_us, self.config)

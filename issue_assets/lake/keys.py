@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import re
 
-_NAME_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
+OWNER_MAX, NAME_MAX = 39, 100  # GitHub's limits; longer names made keys no file system accepts
+#: the rule as a regular expression (the service's schema shows it); check_repo also refuses "." and ".."
+REPOSITORY_PATTERN = rf"^[A-Za-z0-9_.-]{{1,{OWNER_MAX}}}/[A-Za-z0-9_.-]{{1,{NAME_MAX}}}$"
+_REPOSITORY = re.compile(REPOSITORY_PATTERN)
 
 
 def check_repo(repo: str) -> str:
-    """`repo` if it is OWNER/NAME (letters, digits, '_', '.', '-'; neither part "." or ".."), else ValueError
-    naming it. The one rule for a repository name: keys, the CLI, sources and the GitHub client use it."""
-    parts = repo.split("/") if isinstance(repo, str) else []
-    if len(parts) != 2 or not all(_NAME_PART.match(p) and p not in (".", "..") for p in parts):
-        raise ValueError(f"repository must look like OWNER/NAME, got {repo!r}")
+    """`repo` if it is OWNER/NAME (letters, digits, '_', '.', '-'; the owner up to 39 characters, the name up
+    to 100; neither part "." or ".."), else ValueError naming it. The one rule for a repository name: keys,
+    the CLI, sources, the GitHub client and the service use it."""
+    if not isinstance(repo, str) or not _REPOSITORY.fullmatch(repo) or any(p in (".", "..") for p in repo.split("/")):
+        shown = repo if not isinstance(repo, str) or len(repo) <= 160 else repo[:157] + "..."
+        raise ValueError(f"repository must look like OWNER/NAME, got {shown!r} (letters, digits, '_', '.', '-'; "
+                         f"the owner up to {OWNER_MAX} characters, the name up to {NAME_MAX})")
     return repo
 
 

@@ -14,13 +14,17 @@ rows' features. Model: the registry champion, hot-swapped by a watcher (see `cha
 up to 16 issues is answered on the event loop; larger ones and snapshot loads run in the thread pool.
 An issue still inside its 7-day window at the scoring time is scored at its current age; one whose
 outcome is known (closed by then, or past its window) is answered as decided, without a probability.
-Errors are JSON `{"detail": ...}`: 400 malformed JSON, 413 body or batch too large, 422 invalid
-fields (an issue created after the scoring time, a pull request, the same id twice), 404 unknown
-repository/issue/batch, 502 GitHub failure, 503 no champion yet.
+Errors are JSON `{"detail": ...}`: 400 malformed JSON, 413 body or batch too large, 415 a body that is
+not `application/json`, 422 invalid fields (out of its declared range (see `schemas`), an issue created after
+the scoring time, a pull request, the same id twice), 404 unknown repository/issue/batch, 502 GitHub
+failure, 503 no champion yet. A 422 names the field. Anything unexpected is a JSON 500 and the connection
+stays open: Starlette's ServerErrorMiddleware re-raises after its 500, and uvicorn then closes the
+connection (a keep-alive client's next request was reset), so the outermost middleware answers instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,10 +35,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam  # (not pathlib.Path)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from issue_assets import config
 from issue_assets.features.catalog import PREDICTION_MEANING
@@ -55,6 +61,7 @@ from issue_assets.registry.reports import report_html
 from issue_assets.serving.champion import Champion, ChampionHolder
 from issue_assets.serving.metrics import Metrics
 from issue_assets.serving.schemas import (
+    ISSUE_KEY_LIMIT,
     BatchPredictionsResponse,
     ErrorResponse,
     GitHubIssue,
@@ -73,7 +80,7 @@ from issue_assets.serving.scoring import (
 )
 
 log = logging.getLogger(__name__)
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 502, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 500, 502, 503)}
 #: most issue numbers one GET /repos/{owner}/{repo}/predictions?numbers= may name
 MAX_NUMBERS = 100
 
@@ -157,7 +164,7 @@ class CurrentIssues:
 def parse_numbers(text: str) -> list[int]:
     """`numbers=1,2,3` as distinct issue numbers in the order given; 422 naming what is wrong."""
     parts = [p.strip() for p in text.split(",")]
-    bad = [p for p in parts if not p.isdigit() or not 0 < int(p) < 2**31]
+    bad = [p for p in parts if not p.isdigit() or not 0 < int(p) < ISSUE_KEY_LIMIT]
     if bad or not parts:
         shown = ", ".join(repr(p) for p in bad[:5]) or "nothing"
         raise HTTPException(422, f"numbers: issue numbers are positive integers separated by commas; got {shown}")
@@ -220,24 +227,104 @@ def _check_items(items: Sequence[GitHubIssue], scoring_us: int, single: bool) ->
         seen.add(item.id)
 
 
-def _validation_message(errors: list[dict]) -> tuple[int, str]:
+class ErrorJSON(JSONResponse):
+    """A JSON error body any Python str can go into: a lone surrogate (a JSON key or string of the request
+    can hold one) cannot be encoded as UTF-8 and becomes '?' instead of failing the response."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8",
+                                                                                                      "replace")
+
+
+def _loc_part(part) -> str:
+    """A location part as a 422 names it: cut past 80 characters, a lone surrogate written as `\\ud800`."""
+    text = str(part)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _surrogate_key(value, key: str) -> tuple | None:
+    """The location of `key` in the request body `value`: a key with a lone surrogate (a JSON `\\ud800` escape
+    decodes to one), which pydantic reports with no location. Iterative: the JSON may nest ~1000 deep."""
+    stack = [(value, ("body",))]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for name, child in node.items():
+                if name == key:
+                    return (*where, name)
+                stack.append((child, (*where, name)))
+        elif isinstance(node, list):
+            stack.extend((child, (*where, i)) for i, child in enumerate(node))
+    return None
+
+
+def _is_json(content_type: str | None) -> bool:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _validation_message(errors: list[dict], content_type: str | None = None, body=None) -> tuple[int, str]:
+    """(status, one line naming each invalid field): 400 for a body that is not JSON, 415 for one that is not
+    sent as JSON, else 422."""
     if any(e.get("type") == "json_invalid" for e in errors):
         ctx = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {})
         return 400, f"request body is not valid JSON: {ctx.get('error', 'decode error')}"
+    whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    if whole_body and whole_body[0].get("type") == "missing":
+        return 422, "request body is empty: send a JSON object (Content-Type: application/json)"
+    if whole_body and not _is_json(content_type):
+        return 415, (f"request body must be JSON sent with Content-Type: application/json, got "
+                     f"{_loc_part(content_type) if content_type else 'no Content-Type'}")
     parts = []
     for e in errors[:20]:
-        loc = list(e.get("loc", ()))
-        where = ".".join(str(p) for p in (loc[1:] if loc[:1] == ["body"] else loc)) or "body"
-        parts.append(f"{where}: {e.get('msg')}")
+        loc = tuple(e.get("loc", ()))
+        msg = e.get("msg")
+        bad = e.get("input")
+        if e.get("type") == "string_unicode" and isinstance(bad, str) and not _is_unicode(bad) \
+                and (key := _surrogate_key(body, bad)) is not None:
+            loc, msg = key, "the key holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
+        parts.append(f"{_field_name(loc[1:] if loc[:1] == ('body',) else loc) or 'body'}: {msg}")
     return 422, "invalid request: " + "; ".join(parts)
 
 
+def _field_name(loc) -> str:
+    """A field's location as the 422s name it: `issues[1].user.id`, `query.days`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{_loc_part(part)}" if out else _loc_part(part))
+    return out
+
+
+def _unparsable(cause: BaseException) -> str:
+    """Why the JSON decoder gave up on a body in other ways than a syntax error."""
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 ({cause.reason} at byte {cause.start})"
+    return type(cause).__name__
+
+
 class _BodyLimitAndMetrics:
-    """ASGI middleware: refuse bodies over the limit (413) before parsing; count and time every request.
+    """ASGI middleware, the outermost of the app's own: refuse bodies over the limit (413) before parsing;
+    answer an unexpected exception with a JSON 500 itself; count and time every request.
 
     A body with a valid Content-Length within the limit (and no Transfer-Encoding) passes through untouched:
     the HTTP parser delivers no more than the declared length. Any other body is read here first and
-    refused once it passes the limit."""
+    refused once it passes the limit.
+
+    The 500 is answered here, not by an `exception_handler(Exception)`: that one runs in Starlette's
+    ServerErrorMiddleware, which always re-raises after sending it, and uvicorn closes the connection on an
+    exception that leaves the app (the keep-alive client's next request is reset). Nothing leaves this
+    middleware but an exception raised after a response has started, which no answer can repair."""
 
     def __init__(self, app, metrics: Metrics, max_body_bytes: int):
         self.app = app
@@ -250,10 +337,12 @@ class _BodyLimitAndMetrics:
             return
         start = time.perf_counter()
         status = [500]
+        started = [False]
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                started[0] = True
             await send(message)
 
         try:
@@ -294,13 +383,19 @@ class _BodyLimitAndMetrics:
                 await self.app(scope, replay, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started[0]:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await ErrorJSON({"detail": f"internal error ({type(exc).__name__}); the service log has the details"},
+                            status_code=500)(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(scope["method"], template, status[0], time.perf_counter() - start)
 
     async def _too_large(self, send, size: int) -> None:
-        response = JSONResponse(
+        response = ErrorJSON(
             {"detail": f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes"},
             status_code=413)
         await response({"type": "http"}, None, send)
@@ -379,16 +474,17 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        code, message = _validation_message(exc.errors())
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
-                  for e in exc.errors()[:20]]
-        return JSONResponse({"detail": message, "errors": errors}, status_code=code)
+        code, message = _validation_message(exc.errors(), request.headers.get("content-type"), exc.body)
+        errors = [{"loc": [_loc_part(p) if isinstance(p, str) else p for p in e.get("loc", ())],
+                   "msg": str(e.get("msg")), "type": e.get("type")} for e in exc.errors()[:20]]
+        return ErrorJSON({"detail": message, "errors": errors}, status_code=code)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the service log has the details"},
-                            status_code=500)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "error parsing the body"
+            detail = f"request body is not valid JSON: {_unparsable(exc.__cause__)}"
+        return ErrorJSON({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     def champion() -> Champion:
         current = holder.current
@@ -461,13 +557,12 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             raise HTTPException(502, f"GitHub's answer for {full}#{number} is not a usable issue: {exc}") from None
 
     @app.get("/repos/{owner}/{repo}/issues/{number}/prediction", response_model=IssuePrediction, responses=ERRORS)
-    def fetched_issue_prediction(owner: str, repo: str, number: int, top_k: int = Query(5, ge=0, le=50),
-                                 include_features: bool = False) -> dict:
+    def fetched_issue_prediction(owner: str, repo: str,
+                                 number: int = PathParam(ge=1, lt=ISSUE_KEY_LIMIT, description="1 <= number < 2**40"),
+                                 top_k: int = Query(5, ge=0, le=50), include_features: bool = False) -> dict:
         """Fetch the issue from the repository's source (its API binding), then score it now (or report it
         decided)."""
         full = f"{owner}/{repo}"
-        if number <= 0:
-            raise HTTPException(422, f"issue number must be positive, got {number}")
         current = champion()
         events = history(full)
         client = client_factory(full)
