@@ -172,11 +172,12 @@ def register(inst, repo: str, api_url: str | None = None, *, token_env: str | No
 def unregister(inst, repo: str) -> bool:
     """Forget the binding and the partition (the lake keeps the repository's data)."""
     layout.check_repo(repo)
-    removed = sources.remove(repo)
+    removed = False
+    # The partition first: the repositories sensor binds every listed partition it finds unbound.
     if inst is not None and repo in set(inst.get_dynamic_partitions("repos")):
         inst.delete_dynamic_partition("repos", repo)
         removed = True
-    return removed
+    return sources.remove(repo) or removed
 
 
 def ensure_registered(inst, repo: str, api_url: str | None = None) -> sources.Source:

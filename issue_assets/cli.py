@@ -416,22 +416,23 @@ def repair(repos, rebuild, offline) -> None:
     from issue_assets import validate
     from issue_assets.ingest import sources
     from issue_assets.lake.store import open_store
-    from issue_assets.repair import repair_repository, repositories
+    from issue_assets.repair import repair_lake
 
-    names = validate.repositories(repos) if repos else None
     store = open_store(config.lake_uri())
-    names = names or repositories(store)
-    if not names:
+
+    def client_for(repo: str):
+        """The repository's own source, or None (offline, or not bound: the next ingest re-reads)."""
+        if offline or not sources.source_of(repo, store).bound:
+            return None
+        return sources.client_for(repo, store, save_validators=False, max_retries=2)
+
+    reports = repair_lake(store, validate.repositories(repos) if repos else None, client_for=client_for,
+                          rebuild=rebuild)
+    if not reports:
         click.echo(f"no repository in the lake at {store.uri}")
         return
     failed = False
-    for repo in names:
-        client = None if offline else sources.client_for(repo, store, save_validators=False, max_retries=2)
-        try:
-            report = repair_repository(store, repo, client=client, rebuild=rebuild)
-        finally:
-            if client is not None:
-                client.close()
+    for report in reports:
         for line in report.lines():
             click.echo(line)
         failed = failed or not report.ok
@@ -458,7 +459,7 @@ def model_list(as_json) -> None:
     """Every registered version: its state (champion, former champion, rejected, failed check, candidate),
     as-of day and test ROC AUC at age 0; the reason of a rejection."""
     from issue_assets.registry import RegistryError
-    from issue_assets.registry.states import version_states
+    from issue_assets.registry.states import test_roc_auc, version_states
 
     registry = _registry()
     try:
@@ -474,7 +475,7 @@ def model_list(as_json) -> None:
         state = states.get(version)
         rows.append({"version": version, "state": state.state if state else None,
                      "reason": state.reason if state else None, "as_of": meta.get("as_of"),
-                     "test_roc_auc": (meta.get("metrics") or {}).get("test_auc", (meta.get("metrics") or {}).get("roc_auc"))})
+                     "test_roc_auc": test_roc_auc(meta)})
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -32,7 +32,7 @@ def repos() -> list[str]:
 
 
 def start_date() -> str:
-    """ISSUE_ASSETS_START_DATE: the first daily partition; it also holds all history before it."""
+    """ISSUE_ASSETS_START_DATE: the first as-of day (training cutoffs) the as-of partitions offer."""
     return os.environ.get("ISSUE_ASSETS_START_DATE") or DEFAULT_START_DATE
 
 

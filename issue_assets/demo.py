@@ -91,6 +91,8 @@ def summary_lines(summary: dict) -> list[str]:
     from issue_assets.ingest.current import load_current
     from issue_assets.lake.store import open_store
     from issue_assets.registry import default_registry
+    from issue_assets.registry.reports import report_key
+    from issue_assets.registry.states import test_roc_auc
     from issue_assets.status import window_split
 
     store = open_store(config.lake_uri())
@@ -114,16 +116,15 @@ def summary_lines(summary: dict) -> list[str]:
     meta = registry.get_metadata(version)
     metrics, refs = meta.get("metrics", {}), meta.get("reference_metrics", {})
     leaky = ", ".join(f.name for f in REFERENCE_FEATURES if "leak" in f.description)
-    age0 = (meta.get("metrics_by_age") or {}).get("0", {}).get("roc_auc")
+    age0 = test_roc_auc(meta)
     lines.append(f"  model       {version}: test ROC AUC {metrics.get('roc_auc', float('nan')):.4f} over every age "
-                 + (f"({age0:.4f} at age 0) " if isinstance(age0, float) else "") + "vs base rate "
+                 + (f"({age0:.4f} at age 0) " if age0 is not None else "") + "vs base rate "
                  f"{refs.get('base_rate', {}).get('roc_auc', float('nan')):.4f} and older projects' features "
                  f"{refs.get('older_projects', {}).get('roc_auc', float('nan')):.4f} (LEAKY: {leaky} are read long "
                  "after the issue was opened)")
     lines.append(f"  promotion   {'PROMOTED' if decision.get('promoted') else 'not promoted'}: {decision.get('reason')}")
-    report = f"{registry.store.uri}/models/{version}/report.html"
-    if registry.store.exists(f"models/{version}/report.html"):
-        lines.append(f"  report      {report}")
+    if registry.store.exists(report_key(version)):
+        lines.append(f"  report      {registry.store.uri}/{report_key(version)}")
     lines.append(f"  UI          make dev -> http://127.0.0.1:3000 (DAGSTER_HOME={config.dagster_home()}): the runs "
                  "above by job name; a replay server keeps adding activity and the daemon follows it")
     lines.append(f"  done in {summary['seconds']:.1f}s")

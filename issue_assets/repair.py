@@ -16,6 +16,7 @@ Sits above the lake, ingest, features and serving layers it repairs; no Dagster 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import time
@@ -26,13 +27,13 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 
-from issue_assets.features.table import read_stored, refresh_features
+from issue_assets.features.table import load_snapshot, read_stored, refresh_features
 from issue_assets.ingest import layout
 from issue_assets.ingest.current import merge_current, read_current
 from issue_assets.ingest.rawlog import FORMAT, PART_RE, REJECTS_RE, Commit, RawLog, empty_manifest, new_epoch
 from issue_assets.ingest.sync import parse_time, sync_incremental, sync_window
 from issue_assets.lake import keys
-from issue_assets.lake.documents import dumps, read_json
+from issue_assets.lake.documents import dumps, parse_json, read_json
 from issue_assets.lake.parts import FileRecord, read_part
 from issue_assets.lake.store import (
     DamagedFile,
@@ -90,8 +91,11 @@ def repair_repository(store: ObjectStore, repo: str, *, client=None, rebuild: bo
                                   f"{mark} without validators")
         _repair_current(store, repo, kind, report, rebuild or rebuilt)
     _repair_features(store, repo, report, rebuild)
+    _repair_snapshot(store, repo, report)
     _repair_sync_state(store, repo, report)
     _repair_predictions(store, repo, report)
+    _repair_served(store, repo, report)
+    _repair_outcomes(store, repo, report)
     return report
 
 
@@ -350,6 +354,58 @@ def _repair_sync_state(store: ObjectStore, repo: str, report: RepairReport) -> N
     report.actions.append(f"{key}: rewritten from the manifests' cursors")
 
 
+def _repair_snapshot(store: ObjectStore, repo: str, report: RepairReport) -> None:
+    """The service's event-store snapshot: rewritten by a refresh when it does not read back as the one its
+    feature table records (a damaged file, or one a racing refresh wrote late)."""
+    key = keys.feature_snapshot_key(repo)
+    if not store.exists(key) or not store.exists(keys.features_key(repo)):
+        return
+    report.checked += 1
+    try:
+        load_snapshot(store, repo)
+        _, meta, _, _ = read_stored(store, repo)
+        recorded = meta.get("snapshot_sha256")
+        if not recorded or hashlib.sha256(store.get_bytes(key)).hexdigest() == recorded:
+            return
+        report.damaged.append(f"{store.uri}/{key} (not the snapshot its feature table records)")
+    except DamagedFile as exc:
+        report.damaged.append(f"{exc.location} ({exc.reason})")
+    refresh_features(store, repo)
+    report.actions.append(f"{key}: rewritten from the current tables by a feature refresh")
+
+
+def _repair_served(store: ObjectStore, repo: str, report: RepairReport) -> None:
+    """Served-prediction log parts: the log is the only copy of what was served, so a damaged part cannot be
+    restored; it is removed (so prediction_outcomes runs again) and its loss reported."""
+    for key in [k for k in store.list(keys.served_prefix(repo)) if k.endswith(".parquet")]:
+        report.checked += 1
+        try:
+            parse_parquet(store.get_bytes(key), f"{store.uri}/{key}")
+        except DamagedFile as exc:
+            report.damaged.append(f"{exc.location} ({exc.reason})")
+            store.delete(key)
+            report.lost.append(f"{key}: the predictions it logged (the log is their only record); part removed")
+
+
+def _repair_outcomes(store: ObjectStore, repo: str, report: RepairReport) -> None:
+    """prediction_outcomes' files are derived from the served log: a damaged one is removed and recomputed by
+    the asset's next run."""
+    for key in (keys.outcomes_summary_key(repo), keys.outcomes_joined_key(repo)):
+        if not store.exists(key):
+            continue
+        report.checked += 1
+        try:
+            data = store.get_bytes(key)
+            if key.endswith(".json"):
+                parse_json(data, f"{store.uri}/{key}")
+            else:
+                parse_parquet(data, f"{store.uri}/{key}")
+        except DamagedFile as exc:
+            report.damaged.append(f"{exc.location} ({exc.reason})")
+            store.delete(key)
+            report.pending.append(f"{key}: removed; prediction_outcomes recomputes it on its next run")
+
+
 # ---- predictions -------------------------------------------------------------------------------
 
 def _repair_predictions(store: ObjectStore, repo: str, report: RepairReport) -> None:
@@ -419,14 +475,20 @@ def _from_csv(csv: bytes, reference: bytes | None) -> bytes | None:
     return parquet_bytes(table.to_pandas())
 
 
-def repair_lake(store: ObjectStore, repos: list[str] | None = None, **kwargs) -> list[RepairReport]:
-    """repair_repository for the given repositories, or every one the lake holds."""
+def repair_lake(store: ObjectStore, repos: list[str] | None = None, *, client_for=None,
+                **kwargs) -> list[RepairReport]:
+    """repair_repository for the given repositories, or every one the lake holds; `client_for(repo)` gives
+    each its own source's client (or None), closed afterwards."""
     out = []
     for repo in repos or repositories(store):
+        client = client_for(repo) if client_for is not None else None
         try:
-            out.append(repair_repository(store, repo, **kwargs))
+            out.append(repair_repository(store, repo, client=client, **kwargs))
         except StoreError as exc:
             report = RepairReport(repo)
             report.lost.append(str(exc))
             out.append(report)
+        finally:
+            if client is not None:
+                client.close()
     return out

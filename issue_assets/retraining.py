@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, label_times
+from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, horizon_us, known_by, us
 from issue_assets.github.client import GitHubError
 from issue_assets.ingest.sources import SourceError
 from issue_assets.ingest.sync import cursor, iso
@@ -78,9 +78,9 @@ def _pending(client, store: ObjectStore, repo: str, stored_ids: set, since, now,
             continue
         created = pd.to_datetime(frame["created_at"], utc=True, errors="coerce")
         closed = pd.to_datetime(frame["closed_at"], utc=True, errors="coerce")
-        known = label_times(created, closed, horizon_days=horizon_days)[1]
-        mask = known.notna() & (known <= now) & ~frame["id"].isin(stored_ids)
+        decided, _, known_us = known_by(us(created), us(closed), float(now.value // 1000), horizon_us(horizon_days))
+        mask = decided & ~frame["id"].isin(stored_ids).to_numpy()
         if since is not None:
-            mask &= known > since
+            mask &= known_us > since.value // 1000
         n += int(mask.sum())
     return n

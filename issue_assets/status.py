@@ -21,7 +21,7 @@ from issue_assets.ingest import layout, sources
 from issue_assets.ingest.sync import cursor, iso
 from issue_assets.lake import keys
 from issue_assets.lake.documents import read_json
-from issue_assets.lake.store import KeyNotFound, ObjectStore, open_store, read_parquet
+from issue_assets.lake.store import KeyNotFound, ObjectStore, StoreError, open_store, read_parquet
 
 WATCHED = ("raw_issues", "issues", "issue_features", "open_issue_predictions", "production_model")
 
@@ -110,9 +110,14 @@ def repositories(ctx: Context) -> dict:
                       "scoring_time": iso(batch["scoring_time"].iloc[0].to_pydatetime()) if len(batch) else None}
         except KeyNotFound:
             pass
-        summary = read_json(ctx.store, keys.outcomes_summary_key(repo), default=None)
+        try:
+            summary = read_json(ctx.store, keys.outcomes_summary_key(repo), default=None)
+        except StoreError as exc:  # a damaged summary is reported, the rest of the status still shows
+            summary = {"error": str(exc)}
         live = None
-        if summary:
+        if summary and "error" in summary:
+            live = {"error": summary["error"]}
+        elif summary:
             champ = summary.get("champion_live") or {}
             live = {"model_version": summary.get("champion"), "roc_auc": champ.get("roc_auc"),
                     "brier": champ.get("brier"), "calibration_error": champ.get("ece"), "n": champ.get("n", 0),
@@ -126,6 +131,7 @@ def repositories(ctx: Context) -> dict:
 
 
 def model(ctx: Context) -> dict:
+    from issue_assets.registry.states import test_roc_auc
     from issue_assets.retraining import count_new_labels
 
     registry = ctx.registry
@@ -137,7 +143,7 @@ def model(ctx: Context) -> dict:
     decisions = [e for e in registry.history() if e.get("event") in ("decision", "promoted", "rolled_back")]
     return {
         "champion": champion, "as_of": meta.get("as_of"), "cutoff": cutoff,
-        "test_roc_auc": (meta.get("metrics") or {}).get("test_auc", (meta.get("metrics") or {}).get("roc_auc")),
+        "test_roc_auc": test_roc_auc(meta),
         "new_labels": {"since": cutoff, "count": count.total, "by_repo": count.by_repo,
                        "threshold": config.retrain_threshold(), "missing_features": count.missing},
         "versions": len(registry.list_versions()),
@@ -233,6 +239,8 @@ def format_lake(status: dict) -> list[str]:
         live = r.get("live")
         if live is None:
             lines.append("  live         not judged yet (prediction_outcomes has not run)")
+        elif "error" in live:
+            lines.append(f"  live         {live['error']}")
         else:
             lines.append(f"  live         {live['model_version'] or '-'}: ROC AUC {_auc(live['roc_auc'])}, calibration "
                          f"error {_auc(live['calibration_error'])} on {live['n']} served predictions with known "

@@ -270,9 +270,11 @@ class Soak:
     # ---- the scenario ----------------------------------------------------------------------
 
     def run(self) -> SoakResult:
+        from issue_assets.ingest.layout import current_key
+
         c, r = self.config, self.result
         self.wait("history ingested and current state merged",
-                  lambda: self.lake.exists(f"current/issues/{REPO.replace('/', '__')}.parquet"))
+                  lambda: self.lake.exists(current_key("issues", REPO)))
         self.wait("a candidate promoted over the weak champion", self.promoted)
         self.wait("predictions by the new champion",
                   lambda: (self.batches()["model_version"] == self.promoted()).any())
@@ -320,8 +322,7 @@ class Soak:
     def differences(self) -> tuple[dict, dict]:
         """(duplicates, missing) per table: ids stored twice; ids or versions the server has and the lake not."""
         from issue_assets.ingest.current import load_current
-        from issue_assets.ingest.layout import repo_slug
-        from issue_assets.lake.store import read_parquet
+        from issue_assets.ingest.rawlog import RawLog
 
         repo = self.server._repo(REPO)
         with self.server._data_lock:
@@ -334,8 +335,9 @@ class Soak:
             stored = dict(zip(current["id"], current["updated_at"].map(lambda t: t.timestamp()), strict=True))
             missing[f"current {kind}"] = sorted(i for i, u in served[kind].items()
                                                 if i not in stored or abs(stored[i] - u) > 1)[:20]
-            raw = [read_parquet(self.lake, k, columns=["id", "updated_at"])
-                   for k in self.lake.list(f"raw/{kind}/{repo_slug(REPO)}/") if k.endswith(".parquet")]
+            rawlog = RawLog(self.lake, kind, REPO)  # the parts the manifest commits (not orphans, not rejects)
+            manifest = rawlog.manifest()
+            raw = [rawlog.read_month(manifest, month)[["id", "updated_at"]] for month in manifest["months"]]
             log = pd.concat(raw, ignore_index=True) if raw else pd.DataFrame(columns=["id", "updated_at"])
             duplicates[f"raw {kind}"] = int(log.duplicated(["id", "updated_at"]).sum())
         return duplicates, {k: v for k, v in missing.items() if v}

@@ -30,7 +30,7 @@ from issue_assets.github.simulate import simulate_repository
 from issue_assets.ingest import layout
 from issue_assets.ingest.current import load_current, merge_current
 from issue_assets.ingest.rawlog import RawLog
-from issue_assets.ingest.sync import cursor, day_bounds, sync_incremental, sync_window
+from issue_assets.ingest.sync import cursor, sync_incremental, sync_window
 from issue_assets.lake import store as store_module
 from issue_assets.lake.store import LocalStore, read_parquet
 
@@ -478,6 +478,11 @@ def test_rerunning_a_window_is_idempotent(demo, replay_server, store):
 
 
 # ---- daily windows --------------------------------------------------------------------------------
+
+
+def day_bounds(day: str) -> tuple[datetime, datetime]:
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return start, start + timedelta(days=1)
 
 
 def test_daily_window_stores_exactly_the_versions_updated_that_day(demo, replay_server, store):

@@ -16,7 +16,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from issue_assets.lake.store import LocalStore, S3Store, StoreError
 from issue_assets.monitoring.drift import PSI_WARN, drift_table, psi
 from issue_assets.monitoring.outcomes import calibration_table, join_outcomes, quality, quality_by
-from issue_assets.monitoring.served import ServedBuffer, append_served, read_served, served_rows
+from issue_assets.monitoring.served import Served, ServedBuffer, append_served, log_frame, read_served
 
 REPO = "acme/widgets"
 T0 = pd.Timestamp("2025-03-03T00:00:00Z")
@@ -35,6 +35,11 @@ def _scored(n: int, *, start_id: int = 1, status=None, version="v0001-x", hours=
         frame["status"] = status
         frame.loc[frame["status"] == "decided", "probability"] = np.nan
     return frame
+
+
+def served_rows(scored: pd.DataFrame, features: pd.DataFrame | None, source: str) -> pd.DataFrame:
+    """Log rows of a predictions table, as the batch asset and the service make them."""
+    return log_frame([Served.from_frame(scored, features, source)])
 
 
 def _features(n: int, seed: int = 0) -> pd.DataFrame:
@@ -106,7 +111,7 @@ def test_buffer_writes_off_the_caller_keeps_rows_through_store_errors_and_bounds
     store = _FlakyStore(tmp_path / "lake", failures=2)
     buffer = ServedBuffer(store, flush_interval_s=3600, max_rows=10_000, max_pending=25)
     for j in range(3):
-        buffer.add(REPO, served_rows(_scored(10, start_id=100 * j), None, "http"))
+        buffer.add(REPO, Served.from_frame(_scored(10, start_id=100 * j), None, "http"))
     assert buffer.stats["dropped"] == 10 and buffer.pending == 20  # the oldest batch went, whole
     assert buffer.flush() == 0 and buffer.flush() == 0 and buffer.stats["errors"] == 2
     buffer.close()
@@ -117,7 +122,7 @@ def test_buffer_writes_off_the_caller_keeps_rows_through_store_errors_and_bounds
 def test_buffer_flushes_by_itself(tmp_path):
     store = LocalStore(tmp_path / "lake")
     buffer = ServedBuffer(store, flush_interval_s=0.05)
-    buffer.add(REPO, served_rows(_scored(4), None, "http"))
+    buffer.add(REPO, Served.from_frame(_scored(4), None, "http"))
     for _ in range(100):
         if buffer.stats["written"] == 4:
             break
@@ -147,7 +152,10 @@ def test_outcomes_follow_the_training_label_rule_and_only_known_ones_count():
     q = quality(joined)
     y, p = joined["outcome"].astype(int), joined["probability"]
     assert q["n"] == 5 and q["issues"] == 4 and q["positives"] == 2
-    assert q["roc_auc"] == pytest.approx(roc_auc_score(y, p)) and q["brier"] == pytest.approx(brier_score_loss(y, p))
+    w = 1.0 / joined.groupby("id")["id"].transform("size")  # issue 1 twice (ages 0 and 6): each half
+    assert q["roc_auc"] == pytest.approx(roc_auc_score(y, p, sample_weight=w))
+    assert q["brier"] == pytest.approx(brier_score_loss(y, p, sample_weight=w))
+    assert q["observed_rate"] == pytest.approx(np.average(y, weights=w))
 
 
 def test_quality_by_week_model_and_age():
@@ -281,3 +289,30 @@ def test_prediction_outcomes_asset_reports_live_quality_and_flags_it(tmp_path, m
     assert "live_quality" in meta and "by_age" in meta and "0-6h" in meta["by_age"].value
     assert not checks["live_roc_auc_above_threshold"].passed  # 0.5 < the default alert threshold 0.6
     assert checks["feature_drift"].passed and checks["feature_drift"].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_drift_compares_each_served_age_with_the_training_rows_of_that_age(tmp_path):
+    """comments_so_far grows with an issue's age: served rows late in their window against a training set
+    of ages 0..72 h are not drift, once the reference is drawn at the served ages."""
+    from issue_assets.lake.keys import training_set_key
+    from issue_assets.lake.store import write_parquet
+    from issue_assets.monitoring.live import evaluate_repository
+
+    store = LocalStore(tmp_path / "lake")
+    rng = np.random.default_rng(2)
+    ages = np.repeat([0, 6, 24, 72], 500)
+    write_parquet(store, training_set_key("2025-03-01"), pd.DataFrame({
+        "repo": REPO, "id": np.arange(2000), "split": "train", "age_hours": ages.astype(float),
+        "comments_so_far": rng.poisson(ages / 12.0).astype(float)}))
+    n = 400
+    hours = rng.uniform(72, 160, n)  # served late in the window: the 72 h bucket
+    scored = pd.DataFrame({"repo": REPO, "id": np.arange(n), "number": np.arange(n),
+                           "created_at": T0, "prediction_time": T0 + pd.to_timedelta(hours, unit="h"),
+                           "hours_observed": hours, "scoring_time": T0 + pd.to_timedelta(hours, unit="h"),
+                           "model_version": "v1", "probability": 0.5})
+    append_served(store, REPO, served_rows(scored, pd.DataFrame({"comments_so_far": rng.poisson(6.0, n)}), "http"))
+    live = evaluate_repository(store, REPO, pd.DataFrame({"id": [], "created_at": [], "closed_at": []}),
+                               T0 + pd.Timedelta(days=10), champion="v1", champion_metadata={"as_of": "2025-03-01"},
+                               feature_names=["comments_so_far"], drift_days=30)
+    assert live.summary["drift"]["computed"] and live.summary["drift"]["drifted"] == []
+    assert live.summary["drift"]["top"][0]["psi"] < 0.1

@@ -193,6 +193,64 @@ def check_lake_damage(built, servers, tmp_path, pick, damage, operation: str, re
     _ingest(store, servers[1])  # and the next ingest runs clean
 
 
+def test_damaged_event_store_snapshot_is_named_then_rewritten(built, tmp_path):
+    from issue_assets.features.table import load_snapshot
+
+    home = tmp_path / "home"
+    shutil.copytree(built, home)
+    store = LocalStore(home / "lake")
+    key = keys.feature_snapshot_key(REPO)
+    whole = store.get_bytes(key)
+    _flip(0.5)(store.path(key))
+    with pytest.raises(DamagedFile) as info:
+        load_snapshot(store, REPO)
+    assert key in str(info.value) and str(info.value).endswith(HOW)
+    report = repair_repository(store, REPO)
+    assert any(key in d for d in report.damaged) and report.ok, report.lines()
+    assert store.get_bytes(key) == whole  # the same history gives the same snapshot, byte for byte
+    assert not repair_repository(store, REPO).damaged
+
+
+def test_damaged_served_log_part_is_named_removed_and_reported_lost(built, tmp_path):
+    """The served-prediction log is the only record of what was served: a damaged part cannot be restored."""
+    from issue_assets.monitoring.served import Served, append_served, log_frame, read_served
+
+    home = tmp_path / "home"
+    shutil.copytree(built, home)
+    store = LocalStore(home / "lake")
+    parts = []
+    for k in range(3):
+        n = 4
+        parts.append(append_served(store, REPO, log_frame([Served(
+            REPO, np.arange(n) + 10 * k, np.arange(n), np.zeros(n, "int64"), np.full(n, 3_600_000_000), "v0001-x",
+            np.full(n, 0.5), None, (), "http", 0)])))
+    _flip(0.5)(store.path(parts[1]))
+    with pytest.raises(DamagedFile) as info:
+        read_served(store, REPO)
+    assert parts[1] in str(info.value) and str(info.value).endswith(HOW)
+    report = repair_repository(store, REPO)
+    assert not report.ok and any(parts[1] in x for x in report.lost), report.lines()
+    assert sorted(read_served(store, REPO)["id"]) == [0, 1, 2, 3, 20, 21, 22, 23]
+
+
+def test_damaged_outcomes_summary_is_named_and_removed_for_recomputing(built, tmp_path):
+    from issue_assets.lake.documents import write_json
+    from issue_assets.monitoring.live import read_summary
+
+    home = tmp_path / "home"
+    shutil.copytree(built, home)
+    store = LocalStore(home / "lake")
+    key = keys.outcomes_summary_key(REPO)
+    write_json(store, key, {"repo": REPO, "champion": None})
+    _flip(0.5)(store.path(key))
+    with pytest.raises(DamagedFile) as info:
+        read_summary(store, REPO)
+    assert key in str(info.value)
+    report = repair_repository(store, REPO)
+    assert report.ok and any(key in p for p in report.pending), report.lines()
+    assert read_summary(store, REPO) is None
+
+
 def test_a_raw_part_whose_versions_github_no_longer_serves_is_reported_lost(built, servers, tmp_path):
     """A month part holding versions superseded since (edited in April) cannot be re-read whole: the
     repair restores what GitHub still has and says how many versions are gone; current state and

@@ -700,8 +700,15 @@ def test_every_served_probability_is_logged_with_its_features(pipeline, service)
 
     service.app.state.served.flush()  # what earlier tests served
     before = len(read_served(pipeline.lake, REPO))
+    # a what-if at another time is answered, never logged as a live prediction
     item, at = just_opened(pipeline.new_items[-1], minutes=90)
-    r = post(service, {"repository": REPO, "issue": item, "scoring_time": at, "include_features": True})
+    r = post(service, {"repository": REPO, "issue": item, "scoring_time": at})
+    assert r.status_code == 200 and r.json()["predictions"][0]["status"] == SCORED
+    service.app.state.served.flush()
+    assert len(read_served(pipeline.lake, REPO)) == before
+    # an issue opened 90 minutes ago, scored now: logged with the values it was scored on
+    item["created_at"] = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=90)).isoformat()
+    r = post(service, {"repository": REPO, "issue": item, "include_features": True})
     assert r.status_code == 200 and r.json()["predictions"][0]["status"] == SCORED
     service.app.state.served.flush()
     log = read_served(pipeline.lake, REPO)
@@ -709,14 +716,14 @@ def test_every_served_probability_is_logged_with_its_features(pipeline, service)
     row = log.iloc[-1]
     got = r.json()["predictions"][0]
     assert row["id"] == item["id"] and row["source"] == "http" and row["model_version"] == pipeline.version
-    assert row["probability"] == got["probability"] and row["hours_observed"] == pytest.approx(1.5)
+    assert row["probability"] == got["probability"] and row["hours_observed"] == pytest.approx(1.5, abs=0.01)
     for name in pipeline.model.feature_names:
         value = got["features"][name]
         assert (np.isnan(row[f"f_{name}"]) and value is None) or row[f"f_{name}"] == value
     # the batch keeps its scored rows the same way (decided ones have no probability to judge)
-    from issue_assets.monitoring.served import served_rows
+    from issue_assets.monitoring.served import log_frame
 
     batch = batch_predict(pipeline.model, pipeline.version, pipeline.store, pipeline.issues, BATCH_T)
-    rows = served_rows(batch.frame(), batch.values_frame(), "batch")
+    rows = log_frame([batch.served("batch")])
     assert sorted(rows["id"]) == sorted(batch.id[~batch.decided]) and len(rows) > 3
     assert rows["probability"].tolist() == batch.probability[~batch.decided].tolist()

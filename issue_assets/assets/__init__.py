@@ -1,6 +1,19 @@
-"""Software-defined assets, one module per concern, and the automation condition they share."""
+"""Software-defined assets, one module per concern, and what they share: the automation condition and how
+numbers and plots go into metadata."""
+
+import base64
 
 import dagster as dg
+
+
+def rounded(value) -> float:
+    """A metric in metadata: 4 places; NaN when undefined."""
+    return round(float(value), 4) if value is not None and value == value else float("nan")
+
+
+def png_metadata(data: bytes) -> dg.MetadataValue:
+    """A PNG shown inline in the UI (Markdown with a data URI: Dagster has no image metadata type)."""
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(data).decode()})")
 
 
 def follows_updates() -> dg.AutomationCondition:

@@ -1,6 +1,5 @@
 """Model lifecycle assets: tuned parameters and a candidate per as-of day, the production champion."""
 
-import base64
 import json
 from datetime import timedelta
 
@@ -9,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from issue_assets import config
+from issue_assets.assets import png_metadata, rounded
 from issue_assets.features.catalog import FEATURE_NAMES, feature_registry_version
 from issue_assets.lake import keys
 from issue_assets.lake.documents import read_json, write_json
@@ -41,15 +41,6 @@ class PromotionConfig(dg.Config):
     alert_threshold: float = Field(default_factory=config.alert_auc_threshold)
 
 
-def _r(value) -> float:
-    """Metrics in metadata: 4 places (NaN when undefined)."""
-    return round(float(value), 4) if value is not None and value == value else float("nan")
-
-
-def _png(data: bytes) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(data).decode()})")
-
-
 def _previous_best(store, as_of: str) -> dict | None:
     earlier = sorted(k for k in store.list("tuning/") if k.endswith(".json") and k < keys.tuning_key(as_of))
     return read_json(store, earlier[-1]).get("best_params") if earlier else None
@@ -72,10 +63,10 @@ def tuned_params(context: dg.AssetExecutionContext, config: TuningRunConfig, lak
     write_json(store, keys.tuning_key(as_of), summary)
     store.put_bytes(keys.tuning_history_key(as_of), result.history_png)
     return dg.MaterializeResult(metadata={
-        "best_value": result.best_value, "best_params": dg.MetadataValue.json(result.best_params),
+        "best_value": rounded(result.best_value), "best_params": dg.MetadataValue.json(result.best_params),
         "trials_completed": result.n_complete, "trials_pruned": result.n_pruned, "trials_failed": result.n_failed,
         "trials_run_now": result.n_run, "study": result.study_name, "storage": result.storage,
-        "warm_started_from": result.warm_started_from or "", "history": _png(result.history_png),
+        "warm_started_from": result.warm_started_from or "", "history": png_metadata(result.history_png),
     })
 
 
@@ -128,9 +119,9 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                            for age, v in result.metrics_by_age.items()})
     meta = {
         "version": version, "report": dg.MetadataValue.path(f"{registry.store.uri}/{report}"),
-        "test_auc": _r(age0.get("roc_auc")), "test_auc_all_ages": _r(result.metrics.get("roc_auc")),
-        "pr_auc": _r(result.metrics.get("pr_auc")), "log_loss": _r(result.metrics.get("log_loss")),
-        "brier": _r(result.metrics.get("brier")),
+        "test_auc": rounded(age0.get("roc_auc")), "test_auc_all_ages": rounded(result.metrics.get("roc_auc")),
+        "pr_auc": rounded(result.metrics.get("pr_auc")), "log_loss": rounded(result.metrics.get("log_loss")),
+        "brier": rounded(result.metrics.get("brier")),
         "metrics_by_age": dg.MetadataValue.md(by_age.T.round(4).astype(str).to_markdown() if len(by_age) else ""),
         "vs_references": dg.MetadataValue.md(comparison.round(4).astype(str).to_markdown()),
         "calibration": dg.MetadataValue.json(result.calibration),
@@ -139,11 +130,11 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             result.feature_importance.head(20).round(4).astype(str).to_markdown(index=False)),
         "model_store": f"{registry.store.uri}/models/{version}",
     }
-    meta.update({name.removesuffix(".png"): _png(data) for name, data in result.plots.items()})
+    meta.update({name.removesuffix(".png"): png_metadata(data) for name, data in result.plots.items()})
     yield dg.MaterializeResult(metadata=meta)
     yield dg.AssetCheckResult(check_name="test_auc_above_alert_threshold", passed=bool(passed),
                               metadata={"message": details["message"], "threshold": config.alert_threshold,
-                                        "test_auc": _r(details["value"])})
+                                        "test_auc": rounded(details["value"])})
 
 
 @dg.asset(
@@ -195,8 +186,8 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                      f"{champion or 'no champion'} ({record['reason']})")
     return dg.MaterializeResult(metadata={
         "champion": now or "", "candidate": version, "promoted": bool(record["promote"]),
-        "reason": record["reason"], "candidate_auc": _r(decision.candidate_value),
-        "champion_auc": _r(decision.champion_value), "candidate_report": dg.MetadataValue.path(f"{registry.store.uri}/{report}"),
+        "reason": record["reason"], "candidate_auc": rounded(decision.candidate_value),
+        "champion_auc": rounded(decision.champion_value), "candidate_report": dg.MetadataValue.path(f"{registry.store.uri}/{report}"),
         "margin": config.margin, "window": dg.MetadataValue.json(record["window"]),
         "decision": dg.MetadataValue.json(json.loads(json.dumps(record, default=str))),
         "model_store": registry.store.uri,

@@ -6,11 +6,12 @@ import dagster as dg
 import pandas as pd
 
 from issue_assets import config
+from issue_assets.assets import png_metadata, rounded
 from issue_assets.features.catalog import FEATURE_NAMES
 from issue_assets.ingest.current import load_current
 from issue_assets.lake.keys import outcomes_joined_key, outcomes_summary_key
 from issue_assets.monitoring.drift import PSI_WARN
-from issue_assets.monitoring.live import evaluate_repository
+from issue_assets.monitoring.live import evaluate_repository, verdict
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import LakeResource, ModelStoreResource
 
@@ -21,16 +22,6 @@ CHECKS = {
                                      "LIVE_CALIBRATION_BOUND (expected calibration error)",
     "feature_drift": "No feature's served values drifted from the champion's training window (PSI <= 0.25)",
 }
-
-
-def _png(data: bytes) -> dg.MetadataValue:
-    import base64
-
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(data).decode()})")
-
-
-def _r(value):
-    return round(float(value), 4) if value is not None and pd.notna(value) else float("nan")
 
 
 def _table(records: list[dict], columns: list[str]) -> dg.MetadataValue:
@@ -64,8 +55,8 @@ def prediction_outcomes(context: dg.AssetExecutionContext, lake: LakeResource, m
     metrics_cols = ["n", "issues", "positives", "roc_auc", "brier", "ece", "mean_probability", "observed_rate"]
     metadata = {
         "served_predictions": s["served"], "with_known_outcome": s["with_outcome"], "champion": champion or "",
-        "champion_test_roc_auc": _r(s["champion_test_roc_auc"]), "champion_live_roc_auc": _r(champ["roc_auc"]),
-        "champion_live_brier": _r(champ["brier"]), "champion_live_calibration_error": _r(champ["ece"]),
+        "champion_test_roc_auc": rounded(s["champion_test_roc_auc"]), "champion_live_roc_auc": rounded(champ["roc_auc"]),
+        "champion_live_brier": rounded(champ["brier"]), "champion_live_calibration_error": rounded(champ["ece"]),
         "champion_live_n": champ["n"],
         "by_week": _table(s["by_week"], ["week", *metrics_cols]),
         "by_model_version": _table(s["by_model_version"], ["model_version", *metrics_cols]),
@@ -74,19 +65,17 @@ def prediction_outcomes(context: dg.AssetExecutionContext, lake: LakeResource, m
         if s["drift"]["computed"] else dg.MetadataValue.text(s["drift"]["reason"]),
         "summary": f"{store.uri}/{outcomes_summary_key(repo)}", "joined": f"{store.uri}/{outcomes_joined_key(repo)}",
     }
-    metadata.update({name.removesuffix(".png"): _png(data) for name, data in live.plots.items()})
+    metadata.update({name.removesuffix(".png"): png_metadata(data) for name, data in live.plots.items()})
     yield dg.MaterializeResult(metadata=metadata)
 
-    enough = champ["n"] >= config.live_min_outcomes()
     threshold, bound = config.alert_auc_threshold(), config.live_calibration_bound()
+    v = verdict(champ, auc_threshold=threshold, calibration_bound=bound, min_outcomes=config.live_min_outcomes())
     wait = f"{champ['n']} of {config.live_min_outcomes()} outcomes of the champion's predictions known so far"
-    auc_ok = not enough or champ["roc_auc"] is None or champ["roc_auc"] >= threshold
-    yield dg.AssetCheckResult(check_name="live_roc_auc_above_threshold", passed=bool(auc_ok), metadata={
-        "live_roc_auc": _r(champ["roc_auc"]), "threshold": threshold, "n": champ["n"],
-        "note": wait if not enough else ("" if auc_ok else f"[ALERT] live ROC AUC below {threshold:.4f}")})
-    ece_ok = not enough or champ["ece"] is None or champ["ece"] <= bound
-    yield dg.AssetCheckResult(check_name="live_calibration_within_bound", passed=bool(ece_ok), metadata={
-        "calibration_error": _r(champ["ece"]), "bound": bound, "n": champ["n"], "note": wait if not enough else ""})
+    yield dg.AssetCheckResult(check_name="live_roc_auc_above_threshold", passed=v.auc_ok, metadata={
+        "live_roc_auc": rounded(champ["roc_auc"]), "threshold": threshold, "n": champ["n"],
+        "note": wait if not v.enough else ("" if v.auc_ok else f"[ALERT] live ROC AUC below {threshold:.4f}")})
+    yield dg.AssetCheckResult(check_name="live_calibration_within_bound", passed=v.calibration_ok, metadata={
+        "calibration_error": rounded(champ["ece"]), "bound": bound, "n": champ["n"], "note": wait if not v.enough else ""})
     drifted = s["drift"].get("drifted", []) if s["drift"]["computed"] else []
     yield dg.AssetCheckResult(check_name="feature_drift", passed=not drifted, severity=dg.AssetCheckSeverity.WARN,
                               metadata={"drifted_features": ", ".join(drifted) or "none", "psi_warn": PSI_WARN,

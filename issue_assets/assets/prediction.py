@@ -8,7 +8,7 @@ import pandas as pd
 from issue_assets.assets import follows_updates
 from issue_assets.features.table import load_snapshot
 from issue_assets.ingest.current import load_current
-from issue_assets.monitoring.served import append_served, served_rows
+from issue_assets.monitoring.served import append_served, log_frame
 from issue_assets.partitions import repo_partitions
 from issue_assets.resources import LakeResource, ModelStoreResource
 from issue_assets.serving.scoring import SCORED, batch_predict, write_predictions
@@ -39,7 +39,7 @@ def open_issue_predictions(context: dg.AssetExecutionContext, lake: LakeResource
     predictions = batch.frame()
     keys = write_predictions(store, repo, predictions, scoring_time)
     # every probability published is kept, with its features, for prediction_outcomes
-    served = append_served(store, repo, served_rows(predictions, batch.values_frame(), "batch"))
+    served = append_served(store, repo, log_frame([batch.served("batch")]))
     scored = predictions.loc[predictions["status"] == SCORED]
     top = scored.head(15)[["number", "title", "hours_observed", "probability", "rank", "contrib_1_feature"]].copy()
     top["title"] = top["title"].astype(str).str.slice(0, 70)

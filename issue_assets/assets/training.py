@@ -39,7 +39,7 @@ def issue_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
 
 CHECKS = {
     "schema": "Columns and types as the feature registry says",
-    "unique_ids": "No issue id twice within a repository",
+    "unique_ids": "No (repository, issue id, age) row twice",
     "null_rates": "Share of missing values of each feature within its bound",
     "label_rate": "Label rate within a plausible band and close to the previous as-of day's",
     "labels_known_at_cutoff": "No row whose label is not yet known at the cutoff",

@@ -67,8 +67,15 @@ def load_features(store: ObjectStore, repo: str, columns: list[str] | None = Non
 
 
 def load_snapshot(store: ObjectStore, repo: str) -> EventStore:
-    """The repository's event store as the last refresh wrote it (KeyNotFound before the first)."""
-    return EventStore.from_bytes(store.get_bytes(keys.feature_snapshot_key(repo)))
+    """The repository's event store as the last refresh wrote it (KeyNotFound before the first; DamagedFile,
+    naming it and the way out, when it cannot be read back)."""
+    key = keys.feature_snapshot_key(repo)
+    data = store.get_bytes(key)
+    try:
+        return EventStore.from_bytes(data)
+    except Exception as exc:  # zip, npz, json or shape errors: all mean the bytes are not what was written
+        raise DamagedFile(f"{store.uri}/{key}", f"not a readable event-store snapshot: {type(exc).__name__}: {exc}",
+                          repair_command(repo)) from None
 
 
 def read_stored(store: ObjectStore, repo: str) -> tuple[pd.DataFrame | None, dict, str | None, tuple | None]:

@@ -72,11 +72,6 @@ def load_current(store: ObjectStore, kind: str, repo: str) -> pd.DataFrame:
     return empty(kind) if frame is None else frame
 
 
-def write_current(store: ObjectStore, kind: str, repo: str, table: pd.DataFrame) -> None:
-    """Plant a current table directly (tests, benchmarks): no merge state, so the next merge starts over."""
-    store.put_bytes(layout.current_key(kind, repo), parquet_bytes(table[COLUMNS[kind]], {"kind": kind}))
-
-
 def empty(kind: str) -> pd.DataFrame:
     df = pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS[kind]})
     for col in ("created_at", "updated_at", "closed_at", "fetched_at", "first_seen_at"):

@@ -67,12 +67,19 @@ class Source:
         return "GITHUB_TOKEN" if same_origin(self.api_url, config.api_url()) else None
 
     def token(self, default: str | None = None) -> str | None:
-        """The token for this API: from `token_env`, or `default` / GITHUB_TOKEN when the API is GITHUB_API_URL's."""
+        """The token for this API: from `token_env`, or `default` / GITHUB_TOKEN when the API is GITHUB_API_URL's.
+        Never over plain http to a host other than this machine, and only from a variable named as a token
+        (the bindings live in the lake: whoever can write it must not be able to aim a secret at a host)."""
         if self.token_env:
-            return config.env(self.token_env)
-        if same_origin(self.api_url, config.api_url()):
-            return default or config.github_token()
-        return None
+            check_token_env(self.token_env)
+            token = config.env(self.token_env)
+        elif same_origin(self.api_url, config.api_url()):
+            token = default or config.github_token()
+        else:
+            return None
+        if token and not _may_carry_token(self.api_url):
+            raise SourceError(f"{self.repo}: a token is never sent over plain http to {self.api_url}; use https")
+        return token
 
     def describe(self) -> str:
         parts = [self.api_url, self.kind]
@@ -131,6 +138,22 @@ def _doc(store: ObjectStore) -> dict:
     return doc
 
 
+def check_token_env(name: str) -> str:
+    """`name` if it is a variable a token may come from: GITHUB_TOKEN or a name ending in _TOKEN, and none of
+    the platform's other secrets (AWS_*, ...): a binding names where its token comes from, nothing else."""
+    if not _ENV_NAME.match(name or "") or not (name == "GITHUB_TOKEN" or name.endswith("_TOKEN")) \
+            or name.startswith(("AWS_", "DAGSTER_", "OPTUNA_", "PG", "DATABASE")):
+        raise SourceError(f"--token-env must name a token variable (GITHUB_TOKEN or NAME_TOKEN, not AWS_*), "
+                          f"got {name!r}")
+    return name
+
+
+def _may_carry_token(url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "https" or host in _LOOPBACK or host.startswith("127.")
+
+
 def _from_entry(repo: str, entry: dict) -> Source:
     return Source(repo=repo, api_url=str(entry["api_url"]), token_env=entry.get("token_env") or None,
                   simulated=bool(entry.get("simulated")), added_at=entry.get("added_at"),
@@ -153,6 +176,14 @@ def source_of(repo: str, store: ObjectStore | None = None) -> Source:
     return found if found is not None else Source(repo=repo, api_url=config.api_url(), bound=False)
 
 
+def bound_source(repo: str, store: ObjectStore | None = None) -> Source:
+    """The repository's bound source; SourceError when it has none (never a fall-back to GITHUB_API_URL)."""
+    source = source_of(repo, store)
+    if not source.bound:
+        raise SourceError(f"{repo} is not bound to an API: issue-assets repos add {repo} [--api-url URL]")
+    return source
+
+
 def add(repo: str, api_url: str | None = None, *, token_env: str | None = None, simulated: bool = False,
         exports: dict | None = None, store: ObjectStore | None = None) -> Source:
     """Bind `repo` to `api_url` (default GITHUB_API_URL), replacing an earlier binding. Validated first:
@@ -162,8 +193,8 @@ def add(repo: str, api_url: str | None = None, *, token_env: str | None = None, 
     repository from, so `issue-assets dev` can serve it again."""
     layout.check_repo(repo)
     url = check_api_url(api_url or config.api_url())
-    if token_env is not None and not _ENV_NAME.match(token_env):
-        raise SourceError(f"--token-env must name an environment variable, got {token_env!r}")
+    if token_env is not None:
+        check_token_env(token_env)
     store = store or _default_store()
     entry = {"api_url": url, "token_env": token_env, "simulated": bool(simulated),
              "added_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}

@@ -2,7 +2,8 @@
 
 A window [start, end) costs one stream of pages sorted by `updated_at` ascending from `since=start`,
 stopped at the first item updated at or after `end`; a full history is the window [None, None).
-Dagster partitions the log by day of `updated_at`; in the store a repository's log is one immutable
+Dagster partitions the log by repository (one sweep since the cursor per materialization); in the store a
+repository's log is one immutable
 parquet part per month named by a manifest (see `issue_assets.ingest.rawlog`). A month is committed as
 soon as the sweep has passed it: its versions merged into the month's part (deduplicated on id +
 updated_at, the earliest observation kept), written as a new part, and the manifest swapped by
@@ -310,7 +311,3 @@ def sync_incremental(client, store: ObjectStore, repo: str, kind: str, *, lookba
     start = parse_time(doc.get("cursor"))
     return sync_window(client, store, repo, kind, start - lookback if start else None, None, **kwargs)
 
-
-def day_bounds(day: str) -> tuple[datetime, datetime]:
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    return start, start + timedelta(days=1)

@@ -36,10 +36,13 @@ def _precision_recall(y: np.ndarray, predicted: np.ndarray) -> tuple[float | Non
     return precision, recall
 
 
-def evaluate(y_true, proba, threshold: float = 0.5, top_k_fraction: float = 0.10) -> dict[str, Any]:
+def evaluate(y_true, proba, threshold: float = 0.5, top_k_fraction: float = 0.10,
+             sample_weight=None) -> dict[str, Any]:
     """ROC AUC, PR AUC (average precision), log loss, Brier, precision/recall at `threshold` and at the
-    top k = `top_k_fraction` of rows by score (ties broken by row order), base rate and counts."""
+    top k = `top_k_fraction` of rows by score (ties broken by row order), base rate and counts.
+    `sample_weight` weighs the rows in ROC AUC, PR AUC, log loss and Brier (e.g. 1 / rows of an issue)."""
     y, p = _as_arrays(y_true, proba)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
     n = int(y.size)
     positives = int(y.sum())
     both_classes = 0 < positives < n
@@ -47,10 +50,10 @@ def evaluate(y_true, proba, threshold: float = 0.5, top_k_fraction: float = 0.10
         "n": n,
         "positives": positives,
         "base_rate": positives / n if n else None,
-        "roc_auc": float(roc_auc_score(y, p)) if both_classes else None,
-        "pr_auc": float(average_precision_score(y, p)) if both_classes else None,
-        "log_loss": float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1])) if n else None,
-        "brier": float(brier_score_loss(y, p, pos_label=1)) if n else None,
+        "roc_auc": float(roc_auc_score(y, p, sample_weight=w)) if both_classes else None,
+        "pr_auc": float(average_precision_score(y, p, sample_weight=w)) if both_classes else None,
+        "log_loss": float(log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1], sample_weight=w)) if n else None,
+        "brier": float(brier_score_loss(y, p, pos_label=1, sample_weight=w)) if n else None,
         "threshold": float(threshold),
         "top_k_fraction": float(top_k_fraction),
     }

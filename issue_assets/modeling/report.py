@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from issue_assets.features.catalog import PREDICTION_MEANING
 from issue_assets.modeling.plots import png_text
 
 #: metrics shown, in order, with their labels
@@ -27,8 +28,6 @@ METRICS = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC (average precision)"), ("b
            ("log_loss", "log loss"), ("base_rate", "base rate"), ("n", "rows"))
 PLOTS = (("roc.png", "ROC"), ("pr.png", "Precision-recall"), ("calibration.png", "Calibration"),
          ("feature_importance.png", "Feature importance"), ("tuning_history.png", "Tuning history"))
-MEANING = ("A probability is P(the issue is closed within 7 days of its creation | it is still open at the "
-           "prediction time), for prediction times inside the issue's 7-day window.")
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
@@ -205,5 +204,5 @@ def render_report(metadata: Mapping[str, Any], artifacts: Mapping[str, bytes],
         f"<p class=\"muted\">created {_e(metadata.get('created_at'))} · as of {_e(metadata.get('as_of'))} · "
         f"{len(metadata.get('feature_names') or [])} features · code {_e(code.get('issue_assets'))} "
         f"{_e((code.get('git_sha') or '')[:12])} · model sha256 {_e((metadata.get('model_sha256') or '')[:12])}</p>"
-        f"<p>{_e(MEANING)}</p>{body}</body></html>"
+        f"<p>{_e(PREDICTION_MEANING)}</p>{body}</body></html>"
     )

@@ -22,9 +22,9 @@ from scipy.stats import ks_2samp
 PSI_WARN = 0.25
 #: fewer served rows than this and a PSI over 11 bins is mostly sampling noise: drift is not judged
 MIN_RECENT_ROWS = 100
-#: features that differ between a training window and recent serving by construction, not by drift:
-#: a repository only grows older, and training rows sit at the fixed ages 0/6/24/72 h while served
-#: predictions are at any age inside the window
+#: features that differ between a training window and recent serving by construction, not by drift: a
+#: repository only grows older, and training rows sit at the fixed ages 0/6/24/72 h while served predictions
+#: are at any age inside the window (the other activity features are compared age bucket to training age)
 NOT_COMPARABLE = frozenset({"repo_age_days", "hours_observed"})
 _EPS = 1e-4
 

@@ -8,7 +8,8 @@ model) count once.
 Public API:
     join_outcomes(served, issues, now) -> DataFrame        served rows with `outcome` (bool), `outcome_known_at`
     quality(joined) -> dict                                n, issues, positives, roc_auc, brier, log_loss, ece,
-                                                           mean_probability, observed_rate
+                                                           mean_probability, observed_rate (each issue weighted
+                                                           once per model: issue_weights)
     quality_by(joined, by) -> DataFrame                    the same per group ("week", "model_version", "age")
     calibration_table(joined, bins=10) -> DataFrame        mean predicted vs observed, equal-count bins
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from issue_assets.features.catalog import AGES_HOURS
-from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, label_times
+from issue_assets.features.labels import DEFAULT_HORIZON_DAYS, horizon_us, known_by, us
 from issue_assets.modeling.evaluation import evaluate
 from issue_assets.modeling.plots import reliability
 
@@ -43,34 +44,52 @@ def join_outcomes(served: pd.DataFrame, issues: pd.DataFrame, now, *,
         return served.iloc[0:0].assign(outcome=pd.Series(dtype=bool),
                                        outcome_known_at=pd.Series(dtype="datetime64[us, UTC]"))
     table = issues[["id", "created_at", "closed_at"]].drop_duplicates("id", keep="last")
-    closed = table["closed_at"].where(table["closed_at"] <= now)
-    positive, known_at = label_times(table["created_at"], closed, horizon_days=horizon_days)
-    labels = pd.DataFrame({"id": table["id"].to_numpy(), "outcome": positive.to_numpy(dtype=bool),
-                           "outcome_known_at": known_at.to_numpy()})
-    labels = labels.loc[labels["outcome_known_at"] <= now]
+    decided, positive, known_at = known_by(us(table["created_at"]), us(table["closed_at"]), float(now.value // 1000),
+                                           horizon_us(horizon_days))
+    labels = pd.DataFrame({"id": table["id"].to_numpy()[decided], "outcome": positive[decided],
+                           "outcome_known_at": pd.to_datetime(known_at[decided].astype("int64"), unit="us", utc=True)
+                           .astype("datetime64[us, UTC]")})
     rows = served.drop_duplicates(["id", "prediction_time", "model_version"], keep="first")
     joined = rows.merge(labels, on="id", how="inner", validate="many_to_one")
     return joined.sort_values(["prediction_time", "id"], kind="stable").reset_index(drop=True)
 
 
-def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float | None:
-    """Expected calibration error: |observed - predicted| averaged over equal-count bins, by weight."""
+def _ece(y: np.ndarray, p: np.ndarray, w: np.ndarray, bins: int = 10) -> float | None:
+    """Expected calibration error: |observed - predicted| per equal-count bin of probabilities, the bins'
+    weighted means averaged by weight."""
     if not len(y):
         return None
-    mean_pred, observed, count = reliability(y, p, bins)
-    return float(np.sum(np.abs(observed - mean_pred) * count) / np.sum(count))
+    order = np.argsort(p, kind="stable")
+    total, err = 0.0, 0.0
+    for chunk in (c for c in np.array_split(order, min(bins, len(p))) if len(c)):
+        weight = w[chunk].sum()
+        err += abs(np.average(y[chunk], weights=w[chunk]) - np.average(p[chunk], weights=w[chunk])) * weight
+        total += weight
+    return float(err / total)
+
+
+def issue_weights(joined: pd.DataFrame) -> np.ndarray:
+    """1 / (predictions of the issue by the model): every issue counts once per model, however often it was
+    scored while open (as training weighs an issue's rows at several ages)."""
+    if not len(joined):
+        return np.zeros(0)
+    counts = joined.groupby(["id", "model_version"], sort=False)["id"].transform("size").to_numpy(dtype=float)
+    return 1.0 / counts
 
 
 def quality(joined: pd.DataFrame) -> dict:
+    """Live metrics, each issue weighted once per model (`issue_weights`); `n` counts predictions."""
     y = joined["outcome"].to_numpy(dtype=int)
     p = joined["probability"].to_numpy(dtype=float)
+    w = issue_weights(joined)
     out = {"n": int(len(y)), "issues": int(joined["id"].nunique()) if len(joined) else 0,
            "positives": int(y.sum()), "roc_auc": None, "brier": None, "log_loss": None, "ece": None,
-           "mean_probability": float(p.mean()) if len(p) else None,
-           "observed_rate": float(y.mean()) if len(y) else None}
+           "mean_probability": float(np.average(p, weights=w)) if len(p) else None,
+           "observed_rate": float(np.average(y, weights=w)) if len(y) else None}
     if len(y):
-        metrics = evaluate(y, p)
-        out.update(roc_auc=metrics["roc_auc"], brier=metrics["brier"], log_loss=metrics["log_loss"], ece=_ece(y, p))
+        metrics = evaluate(y, p, sample_weight=w)
+        out.update(roc_auc=metrics["roc_auc"], brier=metrics["brier"], log_loss=metrics["log_loss"],
+                   ece=_ece(y, p, w))
     return out
 
 

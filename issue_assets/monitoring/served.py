@@ -8,13 +8,14 @@ creation and prediction times, its age, the model version, the probability, wher
 
 Public API:
     SERVED_COLUMNS                                   the identifying columns of a log row
-    served_rows(scored, features, source) -> DataFrame   log rows of a scored frame (status "scored" only)
+    Served(...)                                      what one model served at one moment, as arrays;
+        Served.from_frame(scored, features, source)  the scored rows of a predictions table
+    log_frame(entries: list[Served]) -> DataFrame    their log rows (SERVED_COLUMNS + f_<feature>)
     append_served(store, repo, rows) -> str | None   one part; None when there is nothing to write
     read_served(store, repo, since=None) -> DataFrame    every row (of parts from days >= since)
     ServedBuffer(store, flush_interval_s=5.0, max_rows=2000, max_pending=200_000)
-        .add(repo, rows)   rows: a DataFrame, or a callable making it (built in the writer thread, so a
-                           request pays neither the frame nor the I/O); a background thread writes a part
-                           per repository
+        .add(repo, served)  a Served: the request pays neither a frame nor I/O; a background thread
+                            builds one frame per repository and writes it as one part
         .flush(), .close(), .stats -> dict (written, dropped, errors, pending)
 """
 
@@ -23,10 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
+from issue_assets.ingest.layout import repair_command
 from issue_assets.lake.keys import served_prefix
 from issue_assets.lake.store import ObjectStore, StoreError, read_parquet, write_parquet
 
@@ -36,37 +40,93 @@ SERVED_COLUMNS = ["repo", "id", "number", "created_at", "prediction_time", "hour
                   "model_version", "probability", "source", "served_at"]
 SOURCES = ("batch", "http")
 _TS = "datetime64[us, UTC]"
+_HOUR_US = 3_600_000_000
 
 
-def served_rows(scored: pd.DataFrame, features: pd.DataFrame | None, source: str,
-                served_at: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Log rows of scored predictions: the identifying columns plus the feature values (aligned by row)."""
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    keep = scored["probability"].notna().to_numpy()
-    if "status" in scored:
-        keep &= (scored["status"] == "scored").to_numpy()
-    out = pd.DataFrame({
-        "repo": scored["repo"].astype("string").to_numpy(), "id": scored["id"].to_numpy(dtype="int64"),
-        "number": scored["number"].to_numpy(dtype="int64"),
-        "created_at": pd.to_datetime(scored["created_at"], utc=True).astype(_TS).to_numpy(),
-        "prediction_time": pd.to_datetime(scored["prediction_time"], utc=True).astype(_TS).to_numpy(),
-        "hours_observed": scored["hours_observed"].to_numpy(dtype="float64"),
-        "scoring_time": pd.to_datetime(scored["scoring_time"], utc=True).astype(_TS).to_numpy(),
-        "model_version": scored["model_version"].astype("string").to_numpy(),
-        "probability": scored["probability"].to_numpy(dtype="float64"),
-    })
-    out["repo"] = out["repo"].astype("string")
-    out["model_version"] = out["model_version"].astype("string")
-    for col in ("created_at", "prediction_time", "scoring_time"):
-        out[col] = pd.to_datetime(out[col], utc=True).astype(_TS)
-    out["source"] = pd.Series(source, index=out.index, dtype="string")
-    out["served_at"] = pd.Series(served_at or pd.Timestamp.now(tz="UTC"), index=out.index).astype(_TS)
-    if features is not None and len(features.columns):
-        values = features.reset_index(drop=True).astype("float64")
-        values.columns = [f"f_{c}" for c in values.columns]
-        out = pd.concat([out, values], axis=1)
-    return out.loc[keep].reset_index(drop=True)
+@dataclass(frozen=True)
+class Served:
+    """Probabilities one model served at one moment, as arrays: what the log keeps, cheap enough to make on
+    the request path (the frame is built by the writer). `values`: the model's feature values, rows x
+    `feature_names` (None: not kept). Times in microseconds since the epoch."""
+
+    repo: str
+    ids: np.ndarray
+    numbers: np.ndarray
+    created_us: np.ndarray
+    prediction_us: np.ndarray
+    model_version: str
+    probability: np.ndarray
+    values: np.ndarray | None
+    feature_names: tuple[str, ...]
+    source: str
+    served_us: int
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_frame(cls, scored: pd.DataFrame, features: pd.DataFrame | None, source: str,
+                   served_at: pd.Timestamp | None = None) -> Served:
+        """The scored rows (status "scored", a probability) of a predictions table, with their features."""
+        keep = scored["probability"].notna().to_numpy()
+        if "status" in scored:
+            keep &= (scored["status"] == "scored").to_numpy()
+        versions = scored.loc[keep, "model_version"].unique()
+        if len(versions) > 1:
+            raise ValueError(f"one model per Served, got {list(versions)}")
+
+        def us(col):
+            return pd.to_datetime(scored[col], utc=True).astype(_TS).array.asi8[keep]
+
+        return cls(str(scored["repo"].iloc[0]) if len(scored) else "", scored["id"].to_numpy("int64")[keep],
+                   scored["number"].to_numpy("int64")[keep], us("created_at"), us("prediction_time"),
+                   str(versions[0]) if len(versions) else "", scored["probability"].to_numpy("float64")[keep],
+                   None if features is None else features.to_numpy("float64")[keep],
+                   tuple(features.columns) if features is not None else (), source,
+                   (served_at or pd.Timestamp.now(tz="UTC")).value // 1000)
+
+
+def log_frame(entries: list[Served]) -> pd.DataFrame:
+    """Log rows of many `Served` at once (one frame per write, not per request): SERVED_COLUMNS plus the
+    feature values as `f_<name>` columns."""
+    entries = [e for e in entries if len(e)]
+    if not entries:
+        return pd.DataFrame(columns=SERVED_COLUMNS)
+    parts = []
+    by_names: dict[tuple, list[Served]] = {}
+    for e in entries:
+        by_names.setdefault(e.feature_names if e.values is not None else (), []).append(e)
+    for names, group in by_names.items():
+        lengths = [len(e) for e in group]
+
+        def cat(attr, group=group):
+            return np.concatenate([np.asarray(getattr(e, attr)) for e in group])
+
+        def rep(attr, group=group, lengths=lengths):
+            return np.repeat(np.array([getattr(e, attr) for e in group], dtype=object), lengths)
+
+        def ts(values):
+            return pd.array(np.asarray(values, dtype="int64").view("M8[us]"), dtype="datetime64[us]") \
+                .tz_localize("UTC")
+
+        created, predicted = cat("created_us").astype("int64"), cat("prediction_us").astype("int64")
+        part = pd.DataFrame({
+            "repo": pd.array(rep("repo"), dtype="string"), "id": cat("ids").astype("int64"),
+            "number": cat("numbers").astype("int64"), "created_at": ts(created), "prediction_time": ts(predicted),
+            "hours_observed": (predicted - created) / _HOUR_US, "scoring_time": ts(predicted),
+            "model_version": pd.array(rep("model_version"), dtype="string"),
+            "probability": cat("probability").astype("float64"),
+            "source": pd.array(rep("source"), dtype="string"), "served_at": ts(rep("served_us").astype("int64")),
+        })
+        if names:
+            values = pd.DataFrame(np.concatenate([e.values for e in group]), columns=[f"f_{n}" for n in names])
+            part = pd.concat([part, values], axis=1)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def append_served(store: ObjectStore, repo: str, rows: pd.DataFrame) -> str | None:
@@ -87,7 +147,7 @@ def read_served(store: ObjectStore, repo: str, since: pd.Timestamp | None = None
     day = None if since is None else pd.Timestamp(since).tz_convert("UTC").strftime("%Y-%m-%d")
     keys = [k for k in store.list(prefix) if k.endswith(".parquet")
             and (day is None or k[len(prefix):len(prefix) + 10] >= day)]
-    frames = [read_parquet(store, k) for k in keys]
+    frames = [read_parquet(store, k, remedy=repair_command(repo)) for k in keys]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=_TS if c in ("created_at", "prediction_time", "scoring_time",
@@ -103,8 +163,7 @@ class ServedBuffer:
 
     `add` only appends to a list under a lock. Every `flush_interval_s` (or at `max_rows` pending) the
     writer thread writes one part per repository. A store that fails keeps the rows for the next try;
-    beyond `max_pending` pending rows (a queued callable counts as one) the oldest batches are dropped
-    whole and counted (memory stays bounded when the lake
+    beyond `max_pending` pending rows the oldest entries are dropped whole and counted (memory stays bounded when the lake
     is down for long). `close()` writes what is left."""
 
     def __init__(self, store: ObjectStore, *, flush_interval_s: float = 5.0, max_rows: int = 2000,
@@ -127,18 +186,18 @@ class ServedBuffer:
     def pending(self) -> int:
         return self._count
 
-    def add(self, repo: str, rows) -> None:
-        """Queue rows (a DataFrame, or a zero-argument callable returning one, called by the writer)."""
-        if rows is None or (isinstance(rows, pd.DataFrame) and not len(rows)):
+    def add(self, repo: str, rows: Served) -> None:
+        """Queue what was served (its frame is built by the writer thread, once per write)."""
+        if rows is None or not len(rows):
             return
         with self._lock:
             self._pending.setdefault(repo, []).append(rows)
-            self._count += _size(rows)
+            self._count += len(rows)
             while self._count > self.max_pending:
                 oldest = next(iter(self._pending))
                 dropped = self._pending[oldest].pop(0)
-                self._count -= _size(dropped)
-                self.stats["dropped"] += _size(dropped)
+                self._count -= len(dropped)
+                self.stats["dropped"] += len(dropped)
                 if not self._pending[oldest]:
                     del self._pending[oldest]
             full = self._count >= self.max_rows
@@ -152,16 +211,16 @@ class ServedBuffer:
                 batches, self._pending, self._count = self._pending, {}, 0
             written = 0
             for repo, frames in batches.items():
+                built = [f for f in frames if isinstance(f, pd.DataFrame)]  # kept from a failed write
+                served = [f for f in frames if not isinstance(f, pd.DataFrame)]
                 try:
-                    built = [f() if callable(f) else f for f in frames]
-                except Exception:  # a row builder that fails loses its rows only, never the writer
+                    rows = pd.concat([*built, log_frame(served)] if served else built, ignore_index=True)
+                except Exception:  # rows that cannot be framed are lost (counted), never the writer
                     log.exception("served-prediction rows for %s could not be built", repo)
                     self.stats["errors"] += 1
                     continue
-                built = [f for f in built if f is not None and len(f)]
-                if not built:
+                if not len(rows):
                     continue
-                rows = pd.concat(built, ignore_index=True)
                 try:
                     append_served(self.store, repo, rows)
                 except (StoreError, OSError) as exc:
@@ -189,7 +248,3 @@ class ServedBuffer:
         self._thread.join(timeout=10)
         self.flush()
 
-
-def _size(rows) -> int:
-    """Rows a queued entry holds (a callable counts as the one prediction batch it stands for)."""
-    return len(rows) if isinstance(rows, pd.DataFrame) else 1

@@ -6,6 +6,7 @@ Layout under the store root::
     models/<version>/calibration.json  calibrator + feature names + model sha256
     models/<version>/metadata.json     as-of, windows, row counts, features, params, metrics, ...
     models/<version>/*.png             plots
+    models/<version>/report.html       the version's report (registry.reports), rewritten when its state changes
     models/champion.json               pointer: {version, model_sha256, sequence, previous, stack, event}
     models/latest_model.json           a byte copy of the champion's model.json
     models/model_metadata.json         history: every registration, decision, promotion, rollback

@@ -10,6 +10,8 @@ States:
 Public API:
     VersionState(version, state, reason, decided_at)
     version_states(events, champion) -> dict[version, VersionState]   every registered version
+    test_roc_auc(metadata) -> float | None   a version's test ROC AUC at age 0 (the one every version is judged
+                                             by; a version trained before ages had only that one)
 """
 
 from __future__ import annotations
@@ -66,3 +68,9 @@ def version_states(events: list[dict[str, Any]], champion: str | None) -> dict[s
         else:
             out[version] = VersionState(version, REJECTED, decision.get("reason"), at)
     return out
+
+
+def test_roc_auc(metadata: dict) -> float | None:
+    metrics = metadata.get("metrics") or {}
+    value = metrics.get("test_auc", metrics.get("roc_auc"))
+    return float(value) if isinstance(value, int | float) else None

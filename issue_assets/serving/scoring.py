@@ -44,6 +44,7 @@ from issue_assets.features.store import EventStore, raw_columns
 from issue_assets.lake.keys import prediction_keys
 from issue_assets.lake.store import KeyNotFound, ObjectStore, read_parquet, write_parquet
 from issue_assets.modeling.training import TrainedModel
+from issue_assets.monitoring.served import Served
 
 SCORED, DECIDED = "scored", "decided"
 PREDICTION_COLUMNS = [
@@ -134,10 +135,15 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.id)
 
-    def values_frame(self) -> pd.DataFrame | None:
-        if self.values is None or self.feature_names is None:
-            return None
-        return pd.DataFrame(self.values, columns=self.feature_names)
+    def served(self, source: str) -> Served:
+        """The scored rows as the served-prediction log keeps them (arrays only: cheap on a request)."""
+        live = ~self.decided
+        n = int(live.sum())
+        return Served(str(self.repo[0]) if len(self) else "", self.id[live].astype("int64"),
+                      self.number[live].astype("int64"), self.created_us[live].astype("int64"),
+                      np.full(n, self.scoring_us, dtype="int64"), self.version, self.probability[live],
+                      None if self.values is None else self.values[live], tuple(self.feature_names or ()), source,
+                      int(datetime.now(UTC).timestamp() * 1_000_000))
 
     def take(self, order: np.ndarray) -> Predictions:
         """The same predictions in another row order."""

@@ -51,10 +51,10 @@ from issue_assets.features.text import clean
 from issue_assets.features.text_score import period_start
 from issue_assets.github.client import GitHubClient, GitHubError, NotFoundError
 from issue_assets.ingest.current import load_current
-from issue_assets.ingest.layout import current_key
+from issue_assets.ingest.layout import current_key, slug_repo
 from issue_assets.lake import keys
-from issue_assets.lake.store import KeyNotFound, ObjectStore, open_store
-from issue_assets.monitoring.served import ServedBuffer, served_rows
+from issue_assets.lake.store import DamagedFile, KeyNotFound, ObjectStore, open_store
+from issue_assets.monitoring.served import ServedBuffer
 from issue_assets.registry import ModelRegistry, RegistryError, default_registry
 from issue_assets.registry.registry import VERSION_RE
 from issue_assets.registry.reports import report_html
@@ -94,13 +94,14 @@ class Snapshots:
         self._entries: dict[str, tuple[str | None, float, EventStore | None]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.errors: dict[str, str] = {}
 
     def preload(self) -> list[str]:
         """Load every snapshot the lake holds (at start-up, so no request pays for it); the repositories."""
         repos = []
         for key in self.store.list("features/"):
             if key.endswith(".snapshot.npz"):
-                repo = key.removeprefix("features/").removesuffix(".snapshot.npz").replace("__", "/", 1)
+                repo = slug_repo(key.removeprefix("features/").removesuffix(".snapshot.npz"))
                 try:
                     if self.get(repo) is not None:
                         repos.append(repo)
@@ -126,12 +127,18 @@ class Snapshots:
                 return entry[2]
             token = self.store.version(keys.feature_snapshot_key(repo))
             if entry is not None and entry[0] == token:
-                events = entry[2]
+                events = entry[2]  # the same file: what it gave before (a damaged one is not read again)
             else:
                 try:
                     events = load_snapshot(self.store, repo)
                 except KeyNotFound:
                     events = None
+                except DamagedFile as exc:  # its requests get a 404 naming the file until it is rewritten
+                    log.error("%s", exc)
+                    self.errors[repo] = str(exc)
+                    events = None
+                else:
+                    self.errors.pop(repo, None)
                 if events is not None and events.scorer is not None:
                     # the period of "now" is the one requests ask for: fitted here, not on a request
                     now = to_us(datetime.now(UTC))
@@ -403,16 +410,16 @@ class _BodyLimitAndMetrics:
 
 def _source_client_factory(lake_store: ObjectStore):
     """Clients for a repository's own source (its binding in the lake: GitHub, GHE or a replay server),
-    with only the token meant for that API; no validator cache (a single GET is answered whole)."""
-    from issue_assets.ingest.sources import SourceError, source_of
+    with only the token meant for that API and no validator cache (a single GET is answered whole). An
+    unbound repository is a 404, never a request to GITHUB_API_URL."""
+    from issue_assets.ingest.sources import SourceError, bound_source
 
     def client(repo: str) -> GitHubClient:
         try:
-            source = source_of(repo, lake_store)
+            source = bound_source(repo, lake_store)
+            return GitHubClient(source.api_url, source.token(), max_retries=2, timeout=10.0)
         except SourceError as exc:
-            raise HTTPException(404, f"{repo} has no source: {exc} (issue-assets repos add {repo} --api-url URL)") \
-                from None
-        return GitHubClient(source.api_url, source.token(), max_retries=2, timeout=10.0)
+            raise HTTPException(404, str(exc)) from None
 
     return client
 
@@ -499,6 +506,8 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         events = snapshots.get(repo)
+        if events is None and repo in snapshots.errors:
+            raise HTTPException(404, snapshots.errors[repo])
         if events is None:
             raise HTTPException(404, f"repository {repo} has no feature snapshot in the lake "
                                      f"({keys.feature_snapshot_key(repo)}); ingest it first (then issue_features "
@@ -506,13 +515,15 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
         return events
 
     def answer(current: Champion, events: EventStore, items: Sequence[GitHubIssue], repo: str, scoring_us: int,
-               top_k: int, with_features: bool) -> list[dict]:
+               top_k: int, with_features: bool, live: bool = True) -> list[dict]:
+        """`live`: scored now (no scoring_time asked for), so kept in the served-prediction log; a what-if at
+        another time is answered but never judged as a live prediction."""
         _check_items(items, scoring_us, single=False)
         predictions = predict(current.model, current.version, events, request_columns(items, repo), scoring_us,
                               top_k, observed_us=to_us(datetime.now(UTC)), with_features=with_features, nthread=1)
         metrics.count_predictions(len(predictions), int(predictions.decided.sum()))
-        if (~predictions.decided).any():
-            served.add(repo, lambda p=predictions: served_rows(p.frame(), p.values_frame(), "http"))
+        if live and (~predictions.decided).any():
+            served.add(repo, predictions.served("http"))
         return predictions.records()
 
     def predict_request(request: PredictRequest, current: Champion, events: EventStore, scoring_us: int) -> dict:
@@ -520,7 +531,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
         if request.issue is not None:
             _check_items(items, scoring_us, single=True)
         records = answer(current, events, items, request.repository, scoring_us, request.top_k,
-                         request.include_features)
+                         request.include_features, live=request.scoring_time is None)
         return {"model_version": current.version, "scoring_time": _EPOCH + scoring_us * _ONE_US,
                 "count": len(records), "predictions": records}
 
@@ -614,7 +625,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
                               nthread=1)
         metrics.count_predictions(len(predictions), int(predictions.decided.sum()))
         if (~predictions.decided).any():
-            served.add(full, lambda p=predictions: served_rows(p.frame(), p.values_frame(), "http"))
+            served.add(full, predictions.served("http"))
         position = {n: k for k, n in enumerate(numbers)}
         return predictions.take(np.argsort([position[int(n)] for n in predictions.number], kind="stable")), extra
 
