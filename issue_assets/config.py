@@ -165,3 +165,8 @@ def retrain_seconds() -> int:
 def trials() -> int | None:
     """ISSUE_ASSETS_TRIALS: Optuna trials of a training run the retraining sensor starts (default: the asset's)."""
     return _positive_int("ISSUE_ASSETS_TRIALS", 0, "trials") or None
+
+
+def outcomes_cron() -> str:
+    """ISSUE_ASSETS_OUTCOMES_CRON: when prediction_outcomes judges the served predictions again (hourly)."""
+    return os.environ.get("ISSUE_ASSETS_OUTCOMES_CRON") or "15 * * * *"

@@ -74,6 +74,7 @@ class SoakResult:
     duplicates: dict = field(default_factory=dict)
     missing: dict = field(default_factory=dict)
     latest_model_version: str = ""
+    live: dict = field(default_factory=dict)  # prediction_outcomes' summary at the end
     timeline: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -101,7 +102,8 @@ class Soak:
                    ISSUE_ASSETS_POLL_SECONDS=str(c.poll_seconds),
                    ISSUE_ASSETS_AUTOMATION_SECONDS=str(c.automation_seconds),
                    ISSUE_ASSETS_RETRAIN_SECONDS=str(c.retrain_seconds), RETRAIN_THRESHOLD=str(c.retrain_threshold),
-                   ISSUE_ASSETS_TRIALS=str(c.trials), ALERT_AUC_THRESHOLD="0.55", PYTHONUNBUFFERED="1")
+                   ISSUE_ASSETS_TRIALS=str(c.trials), ALERT_AUC_THRESHOLD="0.55", PYTHONUNBUFFERED="1",
+                   ISSUE_ASSETS_OUTCOMES_CRON="* * * * *")  # prediction_outcomes every minute, not hourly
         if c.postgres_db:
             env.update(DAGSTER_PG_HOST="127.0.0.1", DAGSTER_PG_PORT="5432", DAGSTER_PG_USERNAME="postgres",
                        DAGSTER_PG_PASSWORD="", DAGSTER_PG_DB=c.postgres_db)
@@ -315,6 +317,15 @@ class Soak:
                     and (latest["model_version"] == self.registry.champion()).all())
 
         self.wait("nothing in progress and the latest predictions by the champion", settled)
+
+        def judged() -> dict | None:
+            from issue_assets.monitoring.live import read_summary
+
+            summary = read_summary(self.lake, REPO)
+            ok = summary and summary.get("champion") == self.registry.champion() and summary.get("with_outcome", 0) > 0
+            return summary if ok else None
+
+        r.live = self.wait("prediction_outcomes judged served predictions of the champion against outcomes", judged)
         r.wall_seconds = time.monotonic() - self.began
         self._collect(first_prediction, stopped_at, opened)
         return r

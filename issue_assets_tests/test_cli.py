@@ -189,7 +189,7 @@ def test_repos_add_list_remove_without_dagster_home(env):
     (["repos", "add", "a/one", "--api-url", "api.example.com"], "API URL must be an http(s) URL with a host"),
     (["repos", "add", "a/one", "--api-url", "https://github.com/"], "its API is https://api.github.com"),
     (["repos", "add", "a/one", "--api-url", "https://u:p@ghe.example.com"], "must not hold credentials"),
-    (["repos", "add", "a/one", "--token-env", "NO SUCH"], "--token-env must name an environment variable"),
+    (["repos", "add", "a/one", "--token-env", "NO SUCH"], "--token-env must name a token variable"),
     (["repos", "remove", "not a repo"], "repository must look like OWNER/NAME"),
     (["ingest", "--repo", "bad"], "repository must look like OWNER/NAME, got 'bad'"),
 ])

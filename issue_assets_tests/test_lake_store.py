@@ -174,8 +174,11 @@ def test_unreadable_parquet_and_json_name_the_key(store):
                                "file: 24 bytes without both PAR1 marks); run `issue-assets repair`")
     assert isinstance(info.value, DamagedFile) and not isinstance(info.value, KeyNotFound)
     store.put_bytes("state/broken.json", b"{not json")
-    with pytest.raises(DamagedFile, match=r"state/broken.json is damaged \(not valid JSON: .*\); run `x`$"):
-        read_json(store, "state/broken.json", remedy="x")
+    with pytest.raises(DamagedFile, match=r"state/broken.json is damaged \(not valid JSON: .*\); run `issue-assets x`$"):
+        read_json(store, "state/broken.json", remedy="issue-assets x")
+    # a way out that is not a command is said as it is
+    with pytest.raises(DamagedFile, match=r"state/broken.json is damaged \(not valid JSON: .*\); bind it again$"):
+        read_json(store, "state/broken.json", remedy="bind it again")
 
 
 def test_local_store_hides_temporary_files_and_lock_files(tmp_path):

@@ -30,6 +30,10 @@ def _check(soak: Soak) -> None:
     assert result.champion != result.weak_champion
     # Predictions refreshed with the new champion.
     assert result.latest_model_version == result.champion
+    # prediction_outcomes judged the champion's served predictions against the outcomes known so far.
+    live = result.live
+    assert live["served"] > 0 and live["with_outcome"] > 0 and live["champion"] == result.champion
+    assert live["overall"]["n"] == live["with_outcome"] and live["overall"]["brier"] is not None
     # The lake has no duplicate and no missing id or version, after faults and the kill.
     assert not any(result.duplicates.values()), result.duplicates
     assert not result.missing, result.missing

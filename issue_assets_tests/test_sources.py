@@ -64,10 +64,31 @@ def test_malformed_bindings_are_refused_and_nothing_is_written(store, repo, url,
     assert not store.exists(sources.SOURCES_KEY)
 
 
-def test_bad_token_variable_name_is_refused(store):
-    with pytest.raises(sources.SourceError, match="--token-env must name an environment variable"):
-        sources.add(REPO, "https://ghe.example.com/api/v3", token_env="NOT A NAME", store=store)
+@pytest.mark.parametrize("name", ["NOT A NAME", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "DAGSTER_PG_PASSWORD",
+                                  "HOME", "OPTUNA_STORAGE"])
+def test_a_binding_takes_its_token_only_from_a_token_variable(store, name):
+    """The bindings live in the lake: whoever can write it must not be able to send another secret to a host."""
+    with pytest.raises(sources.SourceError, match="--token-env must name a token variable"):
+        sources.add(REPO, "https://ghe.example.com/api/v3", token_env=name, store=store)
     assert not store.exists(sources.SOURCES_KEY)
+
+
+def test_a_planted_binding_with_another_secret_or_plain_http_sends_no_token(store, monkeypatch):
+    from issue_assets.lake.documents import write_json
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
+    monkeypatch.setenv("GHE_TOKEN", "ghe-token")
+    write_json(store, sources.SOURCES_KEY, {"format": 1, "repositories": {
+        "a/aws": {"api_url": "https://collector.example/api", "token_env": "AWS_SECRET_ACCESS_KEY"},
+        "a/http": {"api_url": "http://ghe.example.com/api/v3", "token_env": "GHE_TOKEN"},
+        "a/local": {"api_url": "http://127.0.0.1:8765", "token_env": "GHE_TOKEN"}}})
+    bound = sources.all_sources(store)
+    with pytest.raises(sources.SourceError, match="token variable") as aws:
+        bound["a/aws"].token()
+    with pytest.raises(sources.SourceError, match="never sent over plain http") as http:
+        bound["a/http"].token()
+    assert "very-secret" not in str(aws.value) and "ghe-token" not in str(http.value)
+    assert bound["a/local"].token() == "ghe-token"  # loopback: a replay server of one's own
 
 
 def _add_many(root: str, prefix: str, n: int) -> None:

@@ -33,7 +33,7 @@ def _table(records: list[dict], columns: list[str]) -> dg.MetadataValue:
     partitions_def=repo_partitions,
     deps=["open_issue_predictions", "issues"],
     group_name="monitoring", kinds={"pandas", "parquet"},
-    automation_condition=dg.AutomationCondition.on_cron("15 * * * *"),
+    automation_condition=dg.AutomationCondition.on_cron(config.outcomes_cron()),
     check_specs=[dg.AssetCheckSpec(name, asset="prediction_outcomes", description=desc) for name, desc in CHECKS.items()],
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=6)),
     description="Every prediction served (batch and HTTP) joined to its outcome once known: live ROC AUC, Brier "
