@@ -398,6 +398,41 @@ def test_freshness_policies_on_what_users_read():
 
 
 
+def test_prediction_outcomes_judges_at_every_cron_tick_even_when_nothing_upstream_changed():
+    """Its input (the served log, outcomes becoming known with time) changes outside Dagster's view: once its
+    dependencies exist it is requested after each tick of its cron, not only after they update (on_cron's rule,
+    which never judged again once ingestion went quiet), and once per tick."""
+    from datetime import UTC, datetime
+
+    from issue_assets.partitions import repo_partitions
+
+    key = dg.AssetKey("prediction_outcomes")
+    selection = dg.AssetSelection.assets(key)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(repo_partitions.name, [REPO])
+
+        def evaluate(hour: int, minute: int, cursor):
+            at = datetime(2026, 12, 1, hour, minute, tzinfo=UTC)
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                       evaluation_time=at, cursor=cursor)
+            return result.get_requested_partitions(key), result.cursor
+
+        requested, cursor = evaluate(9, 0, None)  # first evaluation; dependencies never materialized
+        requested, cursor = evaluate(10, 20, cursor)
+        assert requested == set(), "no judging before open_issue_predictions and issues exist"
+        for dep in ("issues", "open_issue_predictions"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(dep, partition=REPO))
+        requested, cursor = evaluate(10, 30, cursor)
+        assert requested == {REPO}, "the tick of 10:15 passed while a dependency was missing: judged once they exist"
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=REPO))
+        requested, cursor = evaluate(10, 50, cursor)
+        assert requested == set(), "handled: nothing more until the next tick"
+        requested, cursor = evaluate(11, 16, cursor)
+        assert requested == {REPO}, "the tick of 11:15 passed; nothing upstream changed, it judges again"
+        requested, cursor = evaluate(11, 20, cursor)
+        assert requested == set(), "requested once per tick"
+
+
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 AUTOMATIONS = """
 query {

@@ -36,3 +36,19 @@ def follows_updates() -> dg.AutomationCondition:
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("follows_updates")
+
+
+def judges_on_cron(cron: str) -> dg.AutomationCondition:
+    """Materialize at every tick of `cron` whether or not a dependency changed since, once none is missing.
+
+    For an asset whose input changes with time itself and outside Dagster's view: `prediction_outcomes`
+    reads the service's served log and learns outcomes as issues close or leave their 7-day window.
+    Dagster's `on_cron` also waits until every dependency updated after the tick, so once ingestion goes
+    quiet it never judges again (measured in the soak). A tick that falls while a run is in progress is
+    handled when that run ends.
+    """
+    return (
+        dg.AutomationCondition.cron_tick_passed(cron).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"judges_on_cron({cron})")

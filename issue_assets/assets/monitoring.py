@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from issue_assets import config
-from issue_assets.assets import png_metadata, rounded
+from issue_assets.assets import judges_on_cron, png_metadata, rounded
 from issue_assets.features.catalog import FEATURE_NAMES
 from issue_assets.ingest.current import load_current
 from issue_assets.lake.keys import outcomes_joined_key, outcomes_summary_key
@@ -33,7 +33,7 @@ def _table(records: list[dict], columns: list[str]) -> dg.MetadataValue:
     partitions_def=repo_partitions,
     deps=["open_issue_predictions", "issues"],
     group_name="monitoring", kinds={"pandas", "parquet"},
-    automation_condition=dg.AutomationCondition.on_cron(config.outcomes_cron()),
+    automation_condition=judges_on_cron(config.outcomes_cron()),
     check_specs=[dg.AssetCheckSpec(name, asset="prediction_outcomes", description=desc) for name, desc in CHECKS.items()],
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=6)),
     description="Every prediction served (batch and HTTP) joined to its outcome once known: live ROC AUC, Brier "
