@@ -572,8 +572,12 @@ def test_a_new_snapshot_refreshes_the_history(pipeline, tmp_path):
         first = post(svc, body).json()["predictions"][0]["probability"]
         write_parquet(lake, current_key("issues", REPO), pipeline.issues)
         refresh_features(lake, REPO)  # what the issue_features asset does after an ingest
-        time.sleep(0.25)
-        second = post(svc, body).json()
+        # the service's watcher notices the new snapshot (every reload interval) and swaps it in off the
+        # request path: requests meanwhile are answered from the loaded one, never blocked by the load
+        deadline = time.monotonic() + 30
+        while (second := post(svc, body).json())["predictions"][0]["probability"] == first:
+            assert time.monotonic() < deadline, "the new snapshot was not served within 30 s"
+            time.sleep(0.05)
         version = second["model_version"]
         want = predict(pipeline.registry.load_model(version), version, pipeline.store, pipeline.raw([item]),
                        pd.Timestamp(when).value // 1000, observed_us=now_us())

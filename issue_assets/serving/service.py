@@ -86,7 +86,11 @@ MAX_NUMBERS = 100
 
 
 class Snapshots:
-    """Each repository's event store, loaded from its lake snapshot and reloaded when that changes."""
+    """Each repository's event store, loaded from its lake snapshot and reloaded when that changes.
+
+    Requests read the loaded store (`peek`: no I/O, never blocks); a watcher thread checks every `interval`
+    seconds whether a snapshot changed (a version check reads the file: tens of ms for a large history)
+    and swaps the new store in. Only a repository never loaded yet is loaded on a request."""
 
     def __init__(self, store: ObjectStore, interval: float):
         self.store = store
@@ -110,15 +114,33 @@ class Snapshots:
         return repos
 
     def peek(self, repo: str) -> EventStore | None:
-        """The store if it was checked within the interval (no I/O, never blocks); else None."""
+        """The loaded store (kept current by the watcher); None when the repository was never loaded."""
+        entry = self._entries.get(repo)
+        return entry[2] if entry is not None else None
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="snapshot-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if getattr(self, "_thread", None) is not None:
+            self._stop.set()
+            self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            for repo in list(self._entries):
+                try:
+                    self.get(repo)
+                except Exception:  # a store hiccup keeps the loaded snapshot; the next check tries again
+                    log.exception("checking the feature snapshot of %s failed", repo)
+
+    def get(self, repo: str) -> EventStore | None:
+        """The store, checked against the lake if the last check is older than the interval."""
         entry = self._entries.get(repo)
         if entry is not None and time.monotonic() - entry[1] < self.interval:
             return entry[2]
-        return None
-
-    def get(self, repo: str) -> EventStore | None:
-        if (found := self.peek(repo)) is not None:
-            return found
         with self._guard:
             lock = self._locks.setdefault(repo, threading.Lock())
         with lock:
@@ -457,12 +479,14 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loaded = await run_in_threadpool(snapshots.preload)
+        snapshots.start()
         log.info("feature snapshots loaded: %s", ", ".join(loaded) or "none")
         holder.start()
         try:
             yield
         finally:
             holder.stop()
+            snapshots.stop()
             await run_in_threadpool(served.close)
 
     # /docs and /redoc from fastapi-offline's bundled Swagger UI and ReDoc: they work without a network
@@ -505,7 +529,7 @@ def create_app(registry: ModelRegistry, lake_store: ObjectStore, *, github_clien
             keys.check_repo(repo)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        events = snapshots.get(repo)
+        events = snapshots.peek(repo) or snapshots.get(repo)
         if events is None and repo in snapshots.errors:
             raise HTTPException(404, snapshots.errors[repo])
         if events is None:
