@@ -180,6 +180,15 @@ def new_labelled_issues_sensor(context: dg.SensorEvaluationContext, lake: LakeRe
     for repo, why in count.unreachable.items():
         context.log.warning(f"{repo}: source unreachable, counted what the lake holds: {why}")
     as_of = now.strftime("%Y-%m-%d")
+    # Training reads issue_features: labels of a repository that has none yet (its history is still being
+    # ingested) count toward the threshold but cannot start a run that would not see them (a run requested
+    # then fails, and today's run key would be spent).
+    trainable = count.total - sum(count.by_repo.get(r, 0) + count.pending_by_repo.get(r, 0) for r in count.missing)
+    if count.total >= threshold > trainable:
+        waiting = ", ".join(count.missing)
+        return dg.SkipReason(f"{count.total} of {threshold} newly labelled issues {where}, but {waiting} "
+                             f"{'has' if len(count.missing) == 1 else 'have'} no issue_features yet (the history is "
+                             f"still being ingested): training waits for them{unreachable}")
     if count.total >= threshold:
         reason = f"{count.total} newly labelled issues {where} (threshold {threshold})"
         run_key = f"retrain:{as_of}:{champion or 'first'}"

@@ -162,6 +162,19 @@ def test_issues_on_github_not_ingested_yet_count_as_pending(sensor_env):
     assert len(_requests(_tick(sensor_env))) == 1
 
 
+def test_labels_of_a_repository_without_features_yet_wait_for_them_instead_of_starting_a_failing_run(sensor_env):
+    """On a fresh instance the source already has every label while the history is still being ingested: a
+    training run then would find no issue_features, fail, and spend today's run key."""
+    issues = sensor_env["issues"]
+    sensor_env["monkeypatch"].setenv("RETRAIN_THRESHOLD", str(len(issues)))
+    message = _skip_message(_tick(sensor_env))
+    assert f"{len(issues)} of {len(issues)} newly labelled issues" in message
+    assert f"{REPO} has no issue_features yet" in message and "training waits for them" in message
+    _write_features(sensor_env, issues[:10])  # the first features exist: the rest is pending at the source
+    (request,) = _requests(_tick(sensor_env))
+    assert request.tags["issue_assets/new_labels"] == str(len(issues))
+
+
 def test_with_a_champion_only_labels_known_after_its_cutoff_count(sensor_env):
     frame = _write_features(sensor_env, sensor_env["issues"])
     cutoff = frame["label_known_at"].sort_values().iloc[len(frame) // 2]
