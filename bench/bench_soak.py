@@ -49,6 +49,17 @@ def run(args) -> tuple[SoakConfig, dict]:
     return config, result.as_dict()
 
 
+def _live(summary: dict) -> str:
+    champ = summary.get("champion_live") or {}
+
+    def fmt(value) -> str:
+        return "undefined" if value is None or value != value else f"{value:.3f}"
+
+    return (f"{summary.get('served', 0)} served, {summary.get('with_outcome', 0)} with a known outcome; champion "
+            f"{summary.get('champion')}: live ROC AUC {fmt(champ.get('roc_auc'))} and Brier {fmt(champ.get('brier'))} "
+            f"over {champ.get('n', 0)} predictions (its test ROC AUC {fmt(summary.get('champion_test_roc_auc'))})")
+
+
 def report(config: SoakConfig, r: dict, command: str, loads: tuple[str, str]) -> str:
     lat = np.array(r["latencies"], dtype=float)
     lines = ["# Soak under the daemon", "",
@@ -77,6 +88,8 @@ def report(config: SoakConfig, r: dict, command: str, loads: tuple[str, str]) ->
              f"| duplicates / missing in the lake | {r['duplicates']} / {r['missing'] or 'none'} |",
              f"| champion (weak start {r['weak_champion']}) | {r['champion']}; latest predictions by "
              f"{r['latest_model_version']} |",
+             f"| prediction_outcomes at the end (served predictions joined to their outcomes) | "
+             f"{_live(r['live'])} |",
              f"| wall time | {r['wall_seconds']:.0f} s |", "", "Timeline:", "", "```", *r["timeline"], "```", ""]
     return "\n".join(lines)
 
