@@ -1,6 +1,7 @@
 """The Dagster layer of ingestion: raw log assets per repository against the replay server, the daily
 reconciliation schedule, and the repositories sensor (sources, partitions, history runs)."""
 
+import time
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -103,12 +104,16 @@ def test_next_run_sweeps_only_since_the_cursor_and_a_rerun_is_idempotent(tmp_pat
     assert dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO).success
     store = LocalStore(tmp_path / "lake")
     manifest = read_json(store, raw_manifest_key("issues", REPO))
-    # Nothing changed: one conditional request, answered 304, nothing written.
+    # Nothing changed: one conditional request, answered 304; no part written and the cursor where it was,
+    # only the time of the sweep recorded (what `issue-assets status` shows as the last ingest).
     server.reset_stats()
+    time.sleep(1.1)  # the sweep's time has whole seconds
     again = dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO)
     meta = again.asset_materializations_for_node("raw_issues")[0].metadata
     assert meta["new_versions"].value == 0 and meta["requests"].value == 1 and meta["not_modified_304"].value == 1
-    assert read_json(store, raw_manifest_key("issues", REPO)) == manifest
+    after = read_json(store, raw_manifest_key("issues", REPO))
+    assert after.pop("swept_at") > manifest.pop("swept_at")
+    assert after == manifest
     # The reconciliation look-back sweeps again behind the cursor: versions already stored are kept once.
     back = dg.materialize([ingestion.raw_issues], instance=instance, resources=resources, partition_key=REPO,
                           run_config={"ops": {"raw_issues": {"config": {"lookback_hours": 24 * 30}}}})

@@ -490,19 +490,26 @@ class LiveActivity:
             recent = [n for n, i in self._open.items()
                       if now - _parse(i["created_at"]) < 7 * DAY and "pull_request" not in i]
             number = self.rng.choice(recent if recent and self.rng.random() < 0.8 else list(self._open))
-            item = dict(self._open.pop(number), state="closed", closed_at=_iso(now), updated_at=_iso(now),
-                        state_reason="completed")
-            if "pull_request" in item:
-                item["state_reason"] = None
-                item["pull_request"] = dict(item["pull_request"], merged_at=_iso(now))
-            self.events.append((now, "close", number))
-            return [item], []
+            return [self.close(number, now)], []
         number = self.rng.choice(list(self._open))
         item = dict(self._open[number], updated_at=_iso(now), comments=int(self._open[number].get("comments", 0)) + 1)
         self._open[number] = item
         comment = self._new_comment(item, now)
         self.events.append((now, "comment", number))
         return [item], [comment]
+
+    def close(self, number: int, now: float) -> dict:
+        """Close the open item `number` at `now` (merge it if a pull request); the closed item."""
+        item = dict(self._open.pop(number), state="closed", closed_at=_iso(now), updated_at=_iso(now),
+                    state_reason="completed")
+        if "pull_request" in item:
+            item["state_reason"] = None
+            item["pull_request"] = dict(item["pull_request"], merged_at=_iso(now))
+        self.events.append((now, "close", number))
+        return item
+
+    def open_numbers(self) -> set[int]:
+        return set(self._open)
 
     def _new_item(self, now: float) -> dict:
         template = self._templates[self._next_template % len(self._templates)]
