@@ -59,6 +59,11 @@ run_monitoring:
 run_retries:
   enabled: true
   max_retries: 2
+# Runs the daemon launches print INFO and above to the console of `issue-assets dev` (Dagster's default is
+# DEBUG: about 18 lifecycle lines per run, every minute under live activity). Every event is still stored
+# and shown in the UI; the CLI's runs write their DEBUG event log to a file under the home.
+python_logs:
+  python_log_level: INFO
 """
 
 

@@ -483,6 +483,27 @@ def test_every_sensor_and_schedule_the_instance_reports_runs_by_default():
     assert defs.resolve_job_def("training_job").tags["issue_assets/kind"] == "training"
 
 
+def test_runs_on_the_local_instance_print_info_to_the_console_and_store_every_event(tmp_path, capfd):
+    """A run the daemon launches names no logger in its run config: on the instance issue-assets writes, its
+    console shows the assets' INFO lines but not Dagster's DEBUG lifecycle lines, which stay in the event log."""
+    from issue_assets.application import LOCAL_INSTANCE_YAML
+
+    (tmp_path / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
+
+    @dg.asset
+    def console_probe(context) -> int:
+        context.log.info("probe made")
+        return 1
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        result = dg.materialize([console_probe], instance=instance)
+        kinds = {e.dagster_event.event_type_value for e in instance.all_logs(result.run_id) if e.dagster_event}
+    console = capfd.readouterr().err
+    assert "probe made" in console and " - INFO - " in console
+    assert " - DEBUG - " not in console and "STEP_START" not in console
+    assert {"STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS"} <= kinds
+
+
 # ---- new_activity_sensor (the poll) --------------------------------------------------------------
 
 @pytest.fixture()
